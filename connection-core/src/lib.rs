@@ -1,0 +1,4 @@
+//! connection-core (work in progress)
+#![forbid(unsafe_code)]
+
+pub mod metrics;

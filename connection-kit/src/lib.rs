@@ -1,0 +1,2 @@
+//! connection-kit (work in progress)
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! connection-testkit (work in progress)
+#![forbid(unsafe_code)]

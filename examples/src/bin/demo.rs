@@ -1,0 +1,2 @@
+//! Demo (work in progress)
+fn main() {}

@@ -1,0 +1,2 @@
+//! xtask (work in progress)
+fn main() {}
