@@ -1,2 +1,37 @@
-//! connection-kit (work in progress)
+//! # connection-kit
+//!
+//! One dependency for the whole connection family: each crate sits behind a cargo
+//! feature named after it, re-exported as a module of the same name. Pick features to
+//! pull in only what you use; features only add API, never change a default.
+//!
+//! | feature | crate | what it brings |
+//! |---|---|---|
+//! | `core` (default) | `connection-core` | traits, state machine, events, metrics, supervisor |
+//!
+//! With `core` on, its main names are also at the root:
+//!
+//! ```
+//! use connection_kit::{ConnectionState, Endpoint};
+//!
+//! let ep: Endpoint = "wss://feed.example.com/live".parse()?;
+//! assert!(ep.tls());
+//! assert!(ConnectionState::Connecting.can_transition_to(ConnectionState::Connected));
+//! # Ok::<(), connection_kit::EndpointError>(())
+//! ```
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+/// The shared vocabulary: [`Transport`], [`Connection`], [`Supervisor`], events and
+/// metrics (the `connection-core` crate).
+#[cfg(feature = "core")]
+#[cfg_attr(docsrs, doc(cfg(feature = "core")))]
+pub use connection_core as core;
+
+#[cfg(feature = "core")]
+#[cfg_attr(docsrs, doc(cfg(feature = "core")))]
+pub use connection_core::{
+    Backoff, Connection, ConnectionConfig, ConnectionId, ConnectionMetrics, ConnectionState,
+    ConstantBackoff, Endpoint, EndpointError, Error, Event, EventBus, EventFilter, EventKind,
+    EventType, MetricsSnapshot, Severity, ShutdownOutcome, Supervisor, SupervisorHandle, Transport,
+    TransportExt,
+};

@@ -1,1 +1,389 @@
-//! Metrics (placeholder)
+//! Lock-free connection metrics and their export.
+//!
+//! - [`ConnectionMetrics`] holds one connection's counters, its [`LatencyRecorder`] and
+//!   its uptime. Recording never locks and never allocates, so it is safe on any hot path
+//!   and from any thread; [`ConnectionMetrics::snapshot`] reads everything into a plain
+//!   [`MetricsSnapshot`].
+//! - [`to_prometheus`] renders snapshots of many connections as Prometheus text exposition
+//!   format 0.0.4, labelled `connection="<name>"`; [`to_json`] renders them as JSON.
+//!
+//! Every duration in a serialized snapshot is a floating-point number of seconds in a
+//! field whose name ends in `_seconds` (`uptime_seconds`, `latency.p99_seconds`, ...).
+
+mod export;
+mod latency;
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+pub use export::{to_json, to_prometheus};
+pub use latency::{LatencyRecorder, LatencySnapshot};
+
+/// `connected_at` while disconnected.
+const NOT_CONNECTED: u64 = u64::MAX;
+
+/// One connection's traffic counters, latency histogram and uptime.
+///
+/// All methods take `&self` and use relaxed atomics: share it behind an `Arc` and record
+/// from any task or thread without locking. Counters wrap on overflow (after 2^64).
+///
+/// Uptime follows [`tokio::time::Instant`], so under a paused tokio clock it moves only
+/// with virtual time.
+///
+/// ```
+/// use connection_core::metrics::ConnectionMetrics;
+/// use std::time::Duration;
+///
+/// let metrics = ConnectionMetrics::new();
+/// metrics.mark_connected();
+/// metrics.add_bytes_out(512);
+/// metrics.add_messages_out(1);
+/// metrics.inc_requests();
+/// metrics.record_latency(Duration::from_millis(3));
+///
+/// let snap = metrics.snapshot();
+/// assert!(snap.connected);
+/// assert_eq!((snap.bytes_out, snap.messages_out, snap.requests), (512, 1, 1));
+/// assert_eq!(snap.latency.count, 1);
+/// assert_eq!(snap.latency.max, Duration::from_millis(3));
+///
+/// metrics.mark_disconnected();
+/// assert_eq!(metrics.snapshot().uptime, Duration::ZERO);
+/// ```
+pub struct ConnectionMetrics {
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    messages_in: AtomicU64,
+    messages_out: AtomicU64,
+    requests: AtomicU64,
+    errors: AtomicU64,
+    reconnects: AtomicU64,
+    latency: LatencyRecorder,
+    /// Origin of the two clocks below; an `Instant` itself cannot be stored atomically.
+    base: Instant,
+    /// Nanoseconds from `base` to the last `mark_connected`, or `NOT_CONNECTED`.
+    connected_at: AtomicU64,
+    /// Nanoseconds connected in sessions that have ended.
+    connected_before: AtomicU64,
+}
+
+impl ConnectionMetrics {
+    /// Zeroed counters, disconnected.
+    pub fn new() -> Self {
+        Self {
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            messages_in: AtomicU64::new(0),
+            messages_out: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            latency: LatencyRecorder::new(),
+            base: Instant::now(),
+            connected_at: AtomicU64::new(NOT_CONNECTED),
+            connected_before: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts `n` bytes received.
+    #[inline]
+    pub fn add_bytes_in(&self, n: u64) {
+        self.bytes_in.fetch_add(n, Relaxed);
+    }
+
+    /// Counts `n` bytes sent.
+    #[inline]
+    pub fn add_bytes_out(&self, n: u64) {
+        self.bytes_out.fetch_add(n, Relaxed);
+    }
+
+    /// Counts `n` messages received.
+    #[inline]
+    pub fn add_messages_in(&self, n: u64) {
+        self.messages_in.fetch_add(n, Relaxed);
+    }
+
+    /// Counts `n` messages sent.
+    #[inline]
+    pub fn add_messages_out(&self, n: u64) {
+        self.messages_out.fetch_add(n, Relaxed);
+    }
+
+    /// Counts one request.
+    #[inline]
+    pub fn inc_requests(&self) {
+        self.requests.fetch_add(1, Relaxed);
+    }
+
+    /// Counts one error.
+    #[inline]
+    pub fn inc_errors(&self) {
+        self.errors.fetch_add(1, Relaxed);
+    }
+
+    /// Counts one reconnect.
+    #[inline]
+    pub fn inc_reconnects(&self) {
+        self.reconnects.fetch_add(1, Relaxed);
+    }
+
+    /// Records one latency (e.g. a probe's round trip) into [`latency`](Self::latency).
+    #[inline]
+    pub fn record_latency(&self, d: Duration) {
+        self.latency.record(d);
+    }
+
+    /// The latency histogram, for quantiles other than those in the snapshot.
+    pub fn latency(&self) -> &LatencyRecorder {
+        &self.latency
+    }
+
+    /// Starts a connected session: uptime counts from now. Calling it while already
+    /// connected ends the running session (its time goes to `total_connected`) and starts
+    /// a new one.
+    pub fn mark_connected(&self) {
+        let now = self.now_nanos();
+        let previous = self.connected_at.swap(now, Relaxed);
+        self.close_session(previous, now);
+    }
+
+    /// Ends the connected session, if any: uptime drops to zero and the session's length
+    /// is added to `total_connected`.
+    pub fn mark_disconnected(&self) {
+        let now = self.now_nanos();
+        let previous = self.connected_at.swap(NOT_CONNECTED, Relaxed);
+        self.close_session(previous, now);
+    }
+
+    fn close_session(&self, started: u64, now: u64) {
+        if started != NOT_CONNECTED {
+            self.connected_before
+                .fetch_add(now.saturating_sub(started), Relaxed);
+        }
+    }
+
+    fn now_nanos(&self) -> u64 {
+        let elapsed = Instant::now().saturating_duration_since(self.base);
+        // Saturate below the sentinel: 584 years of process life are not a concern, but
+        // the sentinel must stay unambiguous.
+        u64::try_from(elapsed.as_nanos()).map_or(NOT_CONNECTED - 1, |n| n.min(NOT_CONNECTED - 1))
+    }
+
+    /// Reads every counter, the latency summary and the uptime.
+    ///
+    /// Fields are read one by one, so with concurrent recording they may be a few events
+    /// apart; `total_connected` may briefly lag right as a session ends.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let started = self.connected_at.load(Relaxed);
+        let uptime = if started == NOT_CONNECTED {
+            Duration::ZERO
+        } else {
+            Duration::from_nanos(self.now_nanos().saturating_sub(started))
+        };
+        MetricsSnapshot {
+            bytes_in: self.bytes_in.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+            messages_in: self.messages_in.load(Relaxed),
+            messages_out: self.messages_out.load(Relaxed),
+            requests: self.requests.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+            reconnects: self.reconnects.load(Relaxed),
+            latency: self.latency.snapshot(),
+            connected: started != NOT_CONNECTED,
+            uptime,
+            total_connected: Duration::from_nanos(self.connected_before.load(Relaxed))
+                .saturating_add(uptime),
+        }
+    }
+}
+
+impl Default for ConnectionMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for ConnectionMetrics {
+    // The raw atomics (a sentinel, nanosecond offsets, 464 buckets) mean nothing to a
+    // reader; the snapshot is the useful view.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionMetrics")
+            .field("snapshot", &self.snapshot())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A point-in-time copy of a [`ConnectionMetrics`].
+///
+/// Serialized with durations as floating-point seconds:
+/// `{"bytes_in": 0, ..., "reconnects": 0, "latency": {"count": 0, "mean_seconds": 0.0,
+/// ...}, "connected": true, "uptime_seconds": 12.5, "total_connected_seconds": 40.25}`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetricsSnapshot {
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Messages received.
+    pub messages_in: u64,
+    /// Messages sent.
+    pub messages_out: u64,
+    /// Requests made.
+    pub requests: u64,
+    /// Errors seen.
+    pub errors: u64,
+    /// Reconnects made.
+    pub reconnects: u64,
+    /// Latency summary.
+    pub latency: LatencySnapshot,
+    /// Whether the connection is up.
+    pub connected: bool,
+    /// Time since the connection came up; zero while disconnected.
+    #[serde(rename = "uptime_seconds", with = "serde_secs")]
+    pub uptime: Duration,
+    /// Time connected over all sessions, the current one included.
+    #[serde(rename = "total_connected_seconds", with = "serde_secs")]
+    pub total_connected: Duration,
+}
+
+/// Serde form of a `Duration`: a floating-point number of seconds, which is what
+/// Prometheus and most dashboards expect and what JSON can carry without a custom shape.
+mod serde_secs {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+    use std::time::Duration;
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(D::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use tokio::time::advance;
+
+    #[test]
+    fn counters_add_up() {
+        let m = ConnectionMetrics::default();
+        m.add_bytes_in(10);
+        m.add_bytes_in(5);
+        m.add_bytes_out(7);
+        m.add_messages_in(2);
+        m.add_messages_out(3);
+        m.inc_requests();
+        m.inc_requests();
+        m.inc_errors();
+        m.inc_reconnects();
+        m.inc_reconnects();
+        m.inc_reconnects();
+        m.record_latency(Duration::from_millis(4));
+        let s = m.snapshot();
+        assert_eq!(
+            (s.bytes_in, s.bytes_out, s.messages_in, s.messages_out),
+            (15, 7, 2, 3)
+        );
+        assert_eq!((s.requests, s.errors, s.reconnects), (2, 1, 3));
+        assert_eq!(s.latency.count, 1);
+        assert_eq!(m.latency().snapshot(), s.latency);
+        assert!(!s.connected);
+        assert_eq!(s.uptime, Duration::ZERO);
+    }
+
+    #[test]
+    fn concurrent_counters_lose_nothing() {
+        let m = Arc::new(ConnectionMetrics::new());
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let m = Arc::clone(&m);
+                std::thread::spawn(move || {
+                    for _ in 0..10_000 {
+                        m.add_bytes_in(3);
+                        m.inc_requests();
+                        m.record_latency(Duration::from_micros(100));
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let s = m.snapshot();
+        assert_eq!(
+            (s.bytes_in, s.requests, s.latency.count),
+            (120_000, 40_000, 40_000)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn uptime_follows_the_paused_clock() {
+        let m = ConnectionMetrics::new();
+        advance(Duration::from_secs(100)).await;
+        assert_eq!(m.snapshot().uptime, Duration::ZERO);
+
+        m.mark_connected();
+        advance(Duration::from_secs(5)).await;
+        let s = m.snapshot();
+        assert!(s.connected);
+        assert_eq!(s.uptime, Duration::from_secs(5));
+        assert_eq!(s.total_connected, Duration::from_secs(5));
+
+        m.mark_disconnected();
+        advance(Duration::from_secs(3)).await;
+        let s = m.snapshot();
+        assert!(!s.connected);
+        assert_eq!(s.uptime, Duration::ZERO);
+        assert_eq!(s.total_connected, Duration::from_secs(5));
+        // A second disconnect adds nothing.
+        m.mark_disconnected();
+        assert_eq!(m.snapshot().total_connected, Duration::from_secs(5));
+
+        m.mark_connected();
+        advance(Duration::from_millis(2_500)).await;
+        let s = m.snapshot();
+        assert_eq!(s.uptime, Duration::from_millis(2_500));
+        assert_eq!(s.total_connected, Duration::from_millis(7_500));
+
+        // Reconnecting without a disconnect restarts uptime and keeps the total.
+        m.mark_connected();
+        advance(Duration::from_secs(1)).await;
+        let s = m.snapshot();
+        assert_eq!(s.uptime, Duration::from_secs(1));
+        assert_eq!(s.total_connected, Duration::from_millis(8_500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn snapshot_serializes_durations_as_seconds() {
+        let m = ConnectionMetrics::new();
+        m.mark_connected();
+        advance(Duration::from_millis(1_500)).await;
+        m.add_bytes_in(42);
+        let s = m.snapshot();
+        let v = serde_json::to_value(s).unwrap();
+        assert_eq!(v["bytes_in"], 42);
+        assert_eq!(v["connected"], true);
+        assert_eq!(v["uptime_seconds"], 1.5);
+        assert_eq!(v["total_connected_seconds"], 1.5);
+        assert_eq!(v["latency"]["count"], 0);
+        let back: MetricsSnapshot = serde_json::from_value(v).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn debug_shows_the_snapshot() {
+        let m = ConnectionMetrics::new();
+        m.add_bytes_out(99);
+        let text = format!("{m:?}");
+        assert!(text.contains("bytes_out: 99"), "{text}");
+        assert!(text.len() < 1000, "{text}");
+    }
+}

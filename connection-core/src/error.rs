@@ -1,0 +1,316 @@
+//! The shared error type.
+//!
+//! Every error names the endpoint it concerns and classifies itself with
+//! [`Error::is_retryable`], which is what reconnect loops and retry policies decide on.
+//! Other crates keep their own error enums and convert into this one.
+
+use std::io;
+use std::time::Duration;
+
+use crate::config::ConfigError;
+use crate::endpoint::{Endpoint, EndpointError};
+
+/// A boxed error from a dependency, kept as a source so dependency types stay out of the
+/// public API.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What went wrong, and where.
+///
+/// ```
+/// use connection_core::{Endpoint, Error};
+/// use std::io;
+///
+/// let ep = Endpoint::host_port("127.0.0.1", 9)?;
+/// let err = Error::connect(&ep, io::Error::from(io::ErrorKind::ConnectionRefused));
+/// assert!(err.is_retryable());
+/// assert_eq!(err.endpoint(), Some(&ep));
+/// assert!(err.to_string().contains("127.0.0.1:9"));
+///
+/// let auth = Error::Auth { endpoint: ep, status: 401 };
+/// assert!(!auth.is_retryable());
+/// # Ok::<(), connection_core::EndpointError>(())
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Opening the connection failed at the socket level.
+    #[error("connecting to {endpoint} failed: {source}")]
+    Connect {
+        /// Where we tried to connect.
+        endpoint: Endpoint,
+        /// The socket error.
+        #[source]
+        source: io::Error,
+    },
+    /// An established connection failed while reading or writing.
+    #[error("i/o error on {endpoint}: {source}")]
+    Io {
+        /// The connection's endpoint.
+        endpoint: Endpoint,
+        /// The socket error.
+        #[source]
+        source: io::Error,
+    },
+    /// An operation did not finish in time.
+    #[error("{operation} on {endpoint} timed out after {after:?}")]
+    Timeout {
+        /// The connection's endpoint.
+        endpoint: Endpoint,
+        /// What timed out: `"connect"`, `"probe"`, `"close"`, ...
+        operation: &'static str,
+        /// The limit that was exceeded.
+        after: Duration,
+    },
+    /// The TLS handshake failed, e.g. the certificate did not verify. Not retryable: the
+    /// same certificate will not verify next time either.
+    #[error("TLS with {endpoint} failed: {source}")]
+    Tls {
+        /// The connection's endpoint.
+        endpoint: Endpoint,
+        /// The TLS library's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The server refused our credentials (HTTP 401/403, WebSocket handshake rejected).
+    #[error("{endpoint} rejected the credentials (status {status})")]
+    Auth {
+        /// The connection's endpoint.
+        endpoint: Endpoint,
+        /// The status code the server answered with.
+        status: u16,
+    },
+    /// The server answered with an unexpected status. Retryable for 408, 429 and 5xx.
+    #[error("{endpoint} answered with status {status}")]
+    Status {
+        /// The connection's endpoint.
+        endpoint: Endpoint,
+        /// The status code.
+        status: u16,
+    },
+    /// The peer spoke the protocol wrongly (bad frame, bad handshake, bad event stream).
+    #[error("protocol error on {endpoint}: {source}")]
+    Protocol {
+        /// The connection's endpoint.
+        endpoint: Endpoint,
+        /// What the protocol implementation reported.
+        #[source]
+        source: BoxError,
+    },
+    /// The peer closed the connection.
+    #[error("{endpoint} closed the connection")]
+    Closed {
+        /// The connection's endpoint.
+        endpoint: Endpoint,
+    },
+    /// The operation was refused because the component is shutting down or shut down.
+    #[error("{endpoint} is shut down")]
+    Shutdown {
+        /// The connection's endpoint.
+        endpoint: Endpoint,
+    },
+    /// An address did not parse.
+    #[error(transparent)]
+    InvalidEndpoint(#[from] EndpointError),
+    /// A setting was invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Anything else, from a crate built on this one; it says itself whether to retry.
+    #[error("{endpoint}: {source}")]
+    Other {
+        /// The connection's endpoint.
+        endpoint: Endpoint,
+        /// The underlying error.
+        #[source]
+        source: BoxError,
+        /// Whether trying again may succeed.
+        retryable: bool,
+    },
+}
+
+impl Error {
+    /// A failed connect attempt.
+    pub fn connect(endpoint: &Endpoint, source: io::Error) -> Self {
+        Self::Connect {
+            endpoint: endpoint.clone(),
+            source,
+        }
+    }
+
+    /// A read or write failure on an open connection.
+    pub fn io(endpoint: &Endpoint, source: io::Error) -> Self {
+        Self::Io {
+            endpoint: endpoint.clone(),
+            source,
+        }
+    }
+
+    /// An operation that ran out of time.
+    pub fn timeout(endpoint: &Endpoint, operation: &'static str, after: Duration) -> Self {
+        Self::Timeout {
+            endpoint: endpoint.clone(),
+            operation,
+            after,
+        }
+    }
+
+    /// Whether trying the same thing again may succeed.
+    ///
+    /// Refused, reset, aborted, timed-out connections and server overload (408, 429,
+    /// 5xx) are retryable; certificate failures, bad addresses, bad configuration,
+    /// rejected credentials, protocol violations and shutdown are not.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Connect { source, .. } | Self::Io { source, .. } => io_is_retryable(source),
+            Self::Timeout { .. } | Self::Closed { .. } => true,
+            Self::Status { status, .. } => matches!(status, 408 | 429 | 500..=599),
+            Self::Other { retryable, .. } => *retryable,
+            Self::Tls { .. }
+            | Self::Auth { .. }
+            | Self::Protocol { .. }
+            | Self::Shutdown { .. }
+            | Self::InvalidEndpoint(_)
+            | Self::Config(_) => false,
+        }
+    }
+
+    /// `true` for [`Error::Timeout`].
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout { .. })
+    }
+
+    /// The endpoint the error concerns, when there is one (configuration errors have
+    /// none).
+    pub fn endpoint(&self) -> Option<&Endpoint> {
+        match self {
+            Self::Connect { endpoint, .. }
+            | Self::Io { endpoint, .. }
+            | Self::Timeout { endpoint, .. }
+            | Self::Tls { endpoint, .. }
+            | Self::Auth { endpoint, .. }
+            | Self::Status { endpoint, .. }
+            | Self::Protocol { endpoint, .. }
+            | Self::Closed { endpoint }
+            | Self::Shutdown { endpoint }
+            | Self::Other { endpoint, .. } => Some(endpoint),
+            Self::InvalidEndpoint(_) | Self::Config(_) => None,
+        }
+    }
+}
+
+/// Socket errors that describe a transient condition of the network or the peer.
+fn io_is_retryable(e: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused
+            | ConnectionReset
+            | ConnectionAborted
+            | NotConnected
+            | BrokenPipe
+            | TimedOut
+            | UnexpectedEof
+            | Interrupted
+            | WouldBlock
+            | AddrInUse
+            | AddrNotAvailable
+            | HostUnreachable
+            | NetworkUnreachable
+            | NetworkDown
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep() -> Endpoint {
+        Endpoint::parse("tcp://127.0.0.1:1").unwrap()
+    }
+
+    #[test]
+    fn errors_are_send_sync_static() {
+        fn assert_bounds<T: Send + Sync + 'static>() {}
+        assert_bounds::<Error>();
+    }
+
+    #[test]
+    fn classification() {
+        use io::ErrorKind::*;
+        for kind in [
+            ConnectionRefused,
+            ConnectionReset,
+            TimedOut,
+            BrokenPipe,
+            UnexpectedEof,
+        ] {
+            assert!(
+                Error::connect(&ep(), kind.into()).is_retryable(),
+                "{kind:?}"
+            );
+            assert!(Error::io(&ep(), kind.into()).is_retryable(), "{kind:?}");
+        }
+        for kind in [PermissionDenied, InvalidInput, InvalidData] {
+            assert!(
+                !Error::connect(&ep(), kind.into()).is_retryable(),
+                "{kind:?}"
+            );
+        }
+        assert!(Error::timeout(&ep(), "connect", Duration::from_secs(1)).is_retryable());
+        let tls = Error::Tls {
+            endpoint: ep(),
+            source: "certificate not trusted".into(),
+        };
+        assert!(!tls.is_retryable());
+        assert!(
+            !Error::Auth {
+                endpoint: ep(),
+                status: 401
+            }
+            .is_retryable()
+        );
+        assert!(
+            !Error::Auth {
+                endpoint: ep(),
+                status: 403
+            }
+            .is_retryable()
+        );
+        for (status, retry) in [
+            (400, false),
+            (404, false),
+            (408, true),
+            (429, true),
+            (503, true),
+        ] {
+            assert_eq!(
+                Error::Status {
+                    endpoint: ep(),
+                    status
+                }
+                .is_retryable(),
+                retry,
+                "{status}"
+            );
+        }
+        let bad_url: Error = Endpoint::parse("nope").unwrap_err().into();
+        assert!(!bad_url.is_retryable());
+        assert!(bad_url.endpoint().is_none());
+    }
+
+    #[test]
+    fn messages_name_the_endpoint() {
+        let ep = ep().with_name("db");
+        let e = Error::timeout(&ep, "probe", Duration::from_millis(250));
+        assert_eq!(
+            e.to_string(),
+            "probe on db (tcp://127.0.0.1:1) timed out after 250ms"
+        );
+        let e = Error::connect(&ep, io::ErrorKind::ConnectionRefused.into());
+        assert!(
+            e.to_string()
+                .starts_with("connecting to db (tcp://127.0.0.1:1) failed"),
+            "{e}"
+        );
+        assert!(std::error::Error::source(&e).is_some());
+    }
+}

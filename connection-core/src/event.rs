@@ -1,0 +1,506 @@
+//! Lifecycle events and the [`EventBus`] that carries them.
+//!
+//! The bus is a `tokio::sync::broadcast` ring: publishing writes one slot and wakes
+//! subscribers, never waits for them and allocates nothing. A subscriber that falls more
+//! than the bus capacity behind loses the oldest events and is told how many with
+//! [`Lagged`], instead of making the publisher wait or memory grow. Filtering happens on
+//! the subscriber's side, so a publisher's cost does not depend on how many filters exist.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use futures::Stream;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+
+use crate::error::Error;
+use crate::id::ConnectionId;
+use crate::state::ConnectionState;
+
+/// One thing that happened to one connection.
+#[derive(Clone, Debug)]
+pub struct Event {
+    /// When it happened (wall clock, for logs and exports).
+    pub at: SystemTime,
+    /// Which connection.
+    pub connection: ConnectionId,
+    /// The connection's name (its endpoint label unless named otherwise).
+    pub name: Arc<str>,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+impl Event {
+    /// An event stamped with the current time.
+    pub fn new(connection: ConnectionId, name: Arc<str>, kind: EventKind) -> Self {
+        Self {
+            at: SystemTime::now(),
+            connection,
+            name,
+            kind,
+        }
+    }
+
+    /// The kind without its data, for filtering.
+    pub fn event_type(&self) -> EventType {
+        self.kind.event_type()
+    }
+
+    /// How much the event matters.
+    pub fn severity(&self) -> Severity {
+        self.kind.severity()
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}] {}: {}", self.connection, self.name, self.kind)
+    }
+}
+
+/// Health of a connection as judged by its checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    /// Not checked yet.
+    Unknown,
+    /// Checks pass.
+    Healthy,
+    /// Checks pass, but slowly (latency over the ceiling).
+    Degraded,
+    /// Checks fail.
+    Unhealthy,
+}
+
+impl fmt::Display for HealthStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Unknown => "unknown",
+            Self::Healthy => "healthy",
+            Self::Degraded => "degraded",
+            Self::Unhealthy => "unhealthy",
+        })
+    }
+}
+
+/// Why a connection ended.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// The peer closed the connection cleanly.
+    PeerClosed,
+    /// The connection broke with an error.
+    Error(Arc<Error>),
+    /// A keepalive probe failed or timed out: the peer stopped answering.
+    ProbeFailed(Arc<Error>),
+    /// Our side closed it on request (shutdown).
+    Shutdown,
+    /// Our side closed it to connect again (restart).
+    Restart,
+}
+
+impl DisconnectReason {
+    /// The error behind the disconnect, if any.
+    pub fn error(&self) -> Option<&Error> {
+        match self {
+            Self::Error(e) | Self::ProbeFailed(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::PeerClosed => f.write_str("closed by peer"),
+            Self::Error(e) => write!(f, "error: {e}"),
+            Self::ProbeFailed(e) => write!(f, "probe failed: {e}"),
+            Self::Shutdown => f.write_str("shutdown"),
+            Self::Restart => f.write_str("restart"),
+        }
+    }
+}
+
+/// What happened, with its data.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// The connection is established.
+    Connected,
+    /// The connection ended.
+    Disconnected {
+        /// Why.
+        reason: DisconnectReason,
+    },
+    /// A new connect attempt will start after `delay`.
+    Reconnecting {
+        /// The attempt number (1 for the first retry after a loss or failure).
+        attempt: u32,
+        /// How long until it starts.
+        delay: Duration,
+    },
+    /// The state machine moved.
+    StateChanged {
+        /// Previous state.
+        from: ConnectionState,
+        /// New state.
+        to: ConnectionState,
+    },
+    /// The health rating changed.
+    HealthChanged {
+        /// Previous rating.
+        from: HealthStatus,
+        /// New rating.
+        to: HealthStatus,
+    },
+    /// A failover group moved traffic from one route to another.
+    Failover {
+        /// The route that was primary, if any.
+        from: Option<Arc<str>>,
+        /// The new primary route.
+        to: Arc<str>,
+        /// Why the group failed over.
+        reason: Arc<str>,
+    },
+    /// The primary of a group changed for a reason other than failure (manual switch or
+    /// automatic return to the preferred route).
+    PrimaryChanged {
+        /// The previous primary, if any.
+        from: Option<Arc<str>>,
+        /// The new primary.
+        to: Arc<str>,
+    },
+    /// A circuit breaker opened; calls are refused until the wait is over.
+    CircuitOpened {
+        /// How long until it admits a probe call.
+        wait: Duration,
+    },
+    /// A circuit breaker admits probe calls.
+    CircuitHalfOpen,
+    /// A circuit breaker closed again.
+    CircuitClosed,
+    /// A rate limiter delayed or refused a call.
+    RateLimited {
+        /// How long until a permit is available.
+        retry_after: Duration,
+    },
+    /// An error that did not (yet) change the state, e.g. a failed connect attempt.
+    Error {
+        /// The error.
+        error: Arc<Error>,
+    },
+}
+
+impl EventKind {
+    /// The kind without its data.
+    pub fn event_type(&self) -> EventType {
+        match self {
+            Self::Connected => EventType::Connected,
+            Self::Disconnected { .. } => EventType::Disconnected,
+            Self::Reconnecting { .. } => EventType::Reconnecting,
+            Self::StateChanged { .. } => EventType::StateChanged,
+            Self::HealthChanged { .. } => EventType::HealthChanged,
+            Self::Failover { .. } => EventType::Failover,
+            Self::PrimaryChanged { .. } => EventType::PrimaryChanged,
+            Self::CircuitOpened { .. } => EventType::CircuitOpened,
+            Self::CircuitHalfOpen => EventType::CircuitHalfOpen,
+            Self::CircuitClosed => EventType::CircuitClosed,
+            Self::RateLimited { .. } => EventType::RateLimited,
+            Self::Error { .. } => EventType::Error,
+        }
+    }
+
+    /// How much this kind of event matters.
+    pub fn severity(&self) -> Severity {
+        match self {
+            // Giving up needs a person's attention; the other moves are routine.
+            Self::StateChanged {
+                to: ConnectionState::Failed,
+                ..
+            } => Severity::Error,
+            Self::StateChanged { .. } | Self::RateLimited { .. } => Severity::Debug,
+            Self::Connected
+            | Self::Reconnecting { .. }
+            | Self::PrimaryChanged { .. }
+            | Self::CircuitHalfOpen
+            | Self::CircuitClosed => Severity::Info,
+            Self::Disconnected {
+                reason: DisconnectReason::Shutdown | DisconnectReason::Restart,
+            } => Severity::Info,
+            Self::HealthChanged {
+                to: HealthStatus::Healthy | HealthStatus::Unknown,
+                ..
+            } => Severity::Info,
+            Self::Disconnected { .. }
+            | Self::HealthChanged { .. }
+            | Self::Failover { .. }
+            | Self::CircuitOpened { .. } => Severity::Warn,
+            Self::Error { .. } => Severity::Error,
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Connected => f.write_str("connected"),
+            Self::Disconnected { reason } => write!(f, "disconnected ({reason})"),
+            Self::Reconnecting { attempt, delay } => {
+                write!(f, "reconnecting (attempt {attempt} in {delay:?})")
+            }
+            Self::StateChanged { from, to } => write!(f, "state {from} -> {to}"),
+            Self::HealthChanged { from, to } => write!(f, "health {from} -> {to}"),
+            Self::Failover { from, to, reason } => {
+                write!(
+                    f,
+                    "failover {} -> {to} ({reason})",
+                    from.as_deref().unwrap_or("none")
+                )
+            }
+            Self::PrimaryChanged { from, to } => {
+                write!(f, "primary {} -> {to}", from.as_deref().unwrap_or("none"))
+            }
+            Self::CircuitOpened { wait } => write!(f, "circuit opened for {wait:?}"),
+            Self::CircuitHalfOpen => f.write_str("circuit half-open"),
+            Self::CircuitClosed => f.write_str("circuit closed"),
+            Self::RateLimited { retry_after } => write!(f, "rate limited for {retry_after:?}"),
+            Self::Error { error } => write!(f, "error: {error}"),
+        }
+    }
+}
+
+/// An [`EventKind`] without its data: what filters select on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EventType {
+    /// See [`EventKind::Connected`].
+    Connected,
+    /// See [`EventKind::Disconnected`].
+    Disconnected,
+    /// See [`EventKind::Reconnecting`].
+    Reconnecting,
+    /// See [`EventKind::StateChanged`].
+    StateChanged,
+    /// See [`EventKind::HealthChanged`].
+    HealthChanged,
+    /// See [`EventKind::Failover`].
+    Failover,
+    /// See [`EventKind::PrimaryChanged`].
+    PrimaryChanged,
+    /// See [`EventKind::CircuitOpened`].
+    CircuitOpened,
+    /// See [`EventKind::CircuitHalfOpen`].
+    CircuitHalfOpen,
+    /// See [`EventKind::CircuitClosed`].
+    CircuitClosed,
+    /// See [`EventKind::RateLimited`].
+    RateLimited,
+    /// See [`EventKind::Error`].
+    Error,
+}
+
+impl EventType {
+    const fn bit(self) -> u32 {
+        1 << (self as u32)
+    }
+}
+
+/// How much an event matters, ordered from least to most.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Routine detail.
+    Debug,
+    /// Normal lifecycle.
+    Info,
+    /// Something degraded or was lost.
+    Warn,
+    /// Something failed.
+    Error,
+}
+
+/// Which events a subscriber wants. The default takes everything.
+///
+/// ```
+/// use connection_core::{EventFilter, EventType, Severity};
+/// let f = EventFilter::all()
+///     .types([EventType::Connected, EventType::Disconnected])
+///     .min_severity(Severity::Info);
+/// # let _ = f;
+/// ```
+#[derive(Clone, Debug, Default)]
+#[must_use]
+pub struct EventFilter {
+    connections: Option<Vec<ConnectionId>>,
+    names: Option<Vec<Arc<str>>>,
+    /// Bit set of [`EventType`]s; 0 means all.
+    types: u32,
+    min_severity: Option<Severity>,
+}
+
+impl EventFilter {
+    /// Matches every event.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// Only events of this connection (may be called several times to add more).
+    pub fn connection(mut self, id: ConnectionId) -> Self {
+        self.connections.get_or_insert_with(Vec::new).push(id);
+        self
+    }
+
+    /// Only events of connections with this name (may be called several times).
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.names.get_or_insert_with(Vec::new).push(name.into());
+        self
+    }
+
+    /// Only these kinds of events.
+    pub fn types(mut self, types: impl IntoIterator<Item = EventType>) -> Self {
+        self.types |= types.into_iter().fold(0, |acc, t| acc | t.bit());
+        self
+    }
+
+    /// Only events at least this severe.
+    pub fn min_severity(mut self, severity: Severity) -> Self {
+        self.min_severity = Some(severity);
+        self
+    }
+
+    /// Whether `event` passes the filter.
+    pub fn matches(&self, event: &Event) -> bool {
+        (self.types == 0 || self.types & event.event_type().bit() != 0)
+            && self.min_severity.is_none_or(|min| event.severity() >= min)
+            && self
+                .connections
+                .as_ref()
+                .is_none_or(|ids| ids.contains(&event.connection))
+            && self
+                .names
+                .as_ref()
+                .is_none_or(|names| names.contains(&event.name))
+    }
+}
+
+/// The subscriber fell behind and the bus overwrote events it had not read yet.
+///
+/// `missed` counts every event published while it lagged, whether or not it would have
+/// passed the subscriber's filter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("event subscriber lagged and missed {missed} events")]
+pub struct Lagged {
+    /// How many events were lost.
+    pub missed: u64,
+}
+
+/// A publish/subscribe channel for [`Event`]s. Cloning gives another handle to the same
+/// bus.
+///
+/// ```
+/// use connection_core::{ConnectionId, Event, EventBus, EventFilter, EventKind, EventType};
+/// use futures::StreamExt;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let bus = EventBus::new(64);
+/// let mut connected = bus.subscribe(EventFilter::all().types([EventType::Connected]));
+/// let id = ConnectionId::next();
+/// bus.publish(Event::new(id, "db".into(), EventKind::CircuitHalfOpen));
+/// bus.publish(Event::new(id, "db".into(), EventKind::Connected));
+/// let event = connected.next().await.unwrap().unwrap();
+/// assert_eq!(event.event_type(), EventType::Connected);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct EventBus {
+    tx: broadcast::Sender<Event>,
+}
+
+impl EventBus {
+    /// Capacity used by [`Default`].
+    pub const DEFAULT_CAPACITY: usize = 1024;
+
+    /// A bus that keeps up to `capacity` unread events per subscriber before the oldest
+    /// are overwritten (at least 1).
+    pub fn new(capacity: usize) -> Self {
+        let (tx, _) = broadcast::channel(capacity.max(1));
+        Self { tx }
+    }
+
+    /// Sends an event to every current subscriber. Never blocks; with no subscribers the
+    /// event is dropped.
+    pub fn publish(&self, event: Event) {
+        // An error only means nobody is listening, which is fine.
+        let _ = self.tx.send(event);
+    }
+
+    /// A stream of the events published from now on that pass `filter`.
+    pub fn subscribe(&self, filter: EventFilter) -> EventStream {
+        EventStream {
+            inner: BroadcastStream::new(self.tx.subscribe()),
+            filter,
+        }
+    }
+
+    /// How many subscribers are listening.
+    pub fn subscriber_count(&self) -> usize {
+        self.tx.receiver_count()
+    }
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        Self::new(Self::DEFAULT_CAPACITY)
+    }
+}
+
+impl fmt::Debug for EventBus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventBus")
+            .field("subscribers", &self.tx.receiver_count())
+            .finish()
+    }
+}
+
+/// The events of one subscription: `Ok(event)` for each matching event, `Err(Lagged)`
+/// when some were lost. Ends when every [`EventBus`] handle is dropped.
+pub struct EventStream {
+    inner: BroadcastStream<Event>,
+    filter: EventFilter,
+}
+
+impl fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventStream")
+            .field("filter", &self.filter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Stream for EventStream {
+    type Item = Result<Event, Lagged>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            match Pin::new(&mut self.inner).poll_next(cx) {
+                Poll::Ready(Some(Ok(event))) => {
+                    if self.filter.matches(&event) {
+                        return Poll::Ready(Some(Ok(event)));
+                    }
+                }
+                Poll::Ready(Some(Err(BroadcastStreamRecvError::Lagged(missed)))) => {
+                    return Poll::Ready(Some(Err(Lagged { missed })));
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}

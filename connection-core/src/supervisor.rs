@@ -1,0 +1,697 @@
+//! [`Supervisor`]: the one reconnect loop every transport uses.
+//!
+//! A supervisor is a task that owns one logical connection. It connects, watches the
+//! connection (passively through [`Connection::closed`], actively through optional
+//! keepalive probes), reconnects with a [`Backoff`] when the connection is lost or a
+//! connect attempt fails, publishes every state change as an [`Event`], keeps
+//! [`ConnectionMetrics`], and stops on request. Users hold a [`SupervisorHandle`]: cheap
+//! to clone, with no type parameters, so handles to HTTP, WebSocket and TCP connections
+//! sit side by side in one collection.
+//!
+//! ```text
+//!   Disconnected -> Connecting --ok--> Connected --lost/probe failed--> Reconnecting
+//!                      ^   |                                              |
+//!                      |   +--retryable error--> Reconnecting ---delay----+
+//!                      |   +--non-retryable----> Failed <--backoff gives up
+//!                      +----------------------- restart() ----------------+
+//!   shutdown() or last handle dropped: any state -> Closed (connection closed gracefully,
+//!   aborted at the deadline)
+//! ```
+//!
+//! Cancellation: the task reacts to shutdown at every await point (connect, probe,
+//! backoff sleep), so shutdown latency is bounded by the graceful close alone, and that
+//! is bounded by the shutdown deadline.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+
+use crate::backoff::{Backoff, ConstantBackoff};
+use crate::config::{ConfigError, ConnectionConfig, require_nonzero};
+use crate::endpoint::Endpoint;
+use crate::error::Error;
+use crate::event::{DisconnectReason, Event, EventBus, EventFilter, EventKind, EventStream};
+use crate::id::ConnectionId;
+use crate::metrics::{ConnectionMetrics, MetricsSnapshot};
+use crate::state::ConnectionState;
+use crate::transport::{Connection, Transport};
+
+/// Default bound on closing a connection the supervisor is done with.
+const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Configures and starts a supervised connection.
+///
+/// ```no_run
+/// use connection_core::{ConnectionState, ConstantBackoff, Supervisor, Transport};
+/// use std::time::Duration;
+///
+/// # async fn run<T: Transport>(transport: T) -> Result<(), connection_core::Error> {
+/// let handle = Supervisor::new(transport)
+///     .name("orders-db")
+///     .backoff(ConstantBackoff::new(Duration::from_millis(200)))
+///     .keepalive(Duration::from_secs(10), Duration::from_secs(2))
+///     .spawn()?;
+///
+/// let mut state = handle.watch_state();
+/// state.wait_for(|s| *s == ConnectionState::Connected).await.ok();
+/// println!("{:?}", handle.metrics());
+/// handle.shutdown(Duration::from_secs(5)).await;
+/// # Ok(()) }
+/// ```
+#[must_use = "a supervisor does nothing until spawned"]
+pub struct Supervisor<T, B = ConstantBackoff> {
+    transport: T,
+    backoff: B,
+    name: Option<Arc<str>>,
+    events: Option<EventBus>,
+    metrics: Option<Arc<ConnectionMetrics>>,
+    connect_timeout: Option<Duration>,
+    keepalive: Option<(Duration, Duration)>,
+    close_timeout: Duration,
+}
+
+impl<T: Transport> Supervisor<T> {
+    /// A supervisor for `transport` with the defaults: reconnect every second forever, no
+    /// connect timeout beyond the transport's own, no keepalive, a private event bus.
+    pub fn new(transport: T) -> Self {
+        Self {
+            transport,
+            backoff: ConstantBackoff::default(),
+            name: None,
+            events: None,
+            metrics: None,
+            connect_timeout: None,
+            keepalive: None,
+            close_timeout: DEFAULT_CLOSE_TIMEOUT,
+        }
+    }
+}
+
+impl<T: Transport, B: Backoff> Supervisor<T, B> {
+    /// The reconnect strategy.
+    pub fn backoff<B2: Backoff>(self, backoff: B2) -> Supervisor<T, B2> {
+        Supervisor {
+            transport: self.transport,
+            backoff,
+            name: self.name,
+            events: self.events,
+            metrics: self.metrics,
+            connect_timeout: self.connect_timeout,
+            keepalive: self.keepalive,
+            close_timeout: self.close_timeout,
+        }
+    }
+
+    /// The name used in events, logs and metrics; defaults to the endpoint's label.
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Publish events on this bus (shared with other supervisors) instead of a private
+    /// one.
+    pub fn events(mut self, bus: EventBus) -> Self {
+        self.events = Some(bus);
+        self
+    }
+
+    /// Record into these metrics (e.g. to keep them across supervisor restarts).
+    pub fn metrics(mut self, metrics: Arc<ConnectionMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Bound each connect attempt; an attempt over the limit counts as a retryable
+    /// failure.
+    pub fn connect_timeout(mut self, limit: Duration) -> Self {
+        self.connect_timeout = Some(limit);
+        self
+    }
+
+    /// Probe the connection every `interval`; a probe that fails or takes longer than
+    /// `timeout` declares the connection dead (this catches peers that vanished without
+    /// closing, which no socket event reveals).
+    pub fn keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.keepalive = Some((interval, timeout));
+        self
+    }
+
+    /// Bound on closing a connection the supervisor gives up on (default 5 s).
+    pub fn close_timeout(mut self, limit: Duration) -> Self {
+        self.close_timeout = limit;
+        self
+    }
+
+    /// Applies the lifecycle settings of a [`ConnectionConfig`]: connect timeout,
+    /// keepalive and close timeout. The backoff is set separately (see
+    /// [`ConstantBackoff::from_config`], or `connection-retry` for exponential backoff).
+    pub fn config(mut self, config: &ConnectionConfig) -> Self {
+        self.connect_timeout = Some(config.connect_timeout);
+        self.keepalive = config.keepalive_interval.map(|i| (i, config.probe_timeout));
+        self.close_timeout = config.shutdown_timeout;
+        self
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(limit) = self.connect_timeout {
+            require_nonzero("connect_timeout", limit)?;
+        }
+        if let Some((interval, timeout)) = self.keepalive {
+            require_nonzero("keepalive_interval", interval)?;
+            require_nonzero("probe_timeout", timeout)?;
+        }
+        require_nonzero("close_timeout", self.close_timeout)
+    }
+
+    /// Validates the settings and starts the task on the current tokio runtime.
+    ///
+    /// Fails with [`Error::Config`] for a zero timeout or interval, or when called
+    /// outside a tokio runtime (field `runtime`).
+    pub fn spawn(self) -> Result<SupervisorHandle, Error> {
+        self.validate()?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            ConfigError::new("runtime", "spawn must be called from a tokio runtime")
+        })?;
+        let endpoint = self.transport.endpoint().clone();
+        let name = self.name.clone().unwrap_or_else(|| endpoint.label().into());
+        let (state, _) = watch::channel(ConnectionState::Disconnected);
+        let shared = Arc::new(Shared {
+            id: ConnectionId::next(),
+            name,
+            endpoint,
+            state,
+            metrics: self.metrics.clone().unwrap_or_default(),
+            events: self.events.clone().unwrap_or_default(),
+        });
+        let (control, control_rx) = watch::channel(Control::default());
+        let task = Task {
+            transport: self.transport,
+            backoff: self.backoff,
+            connect_timeout: self.connect_timeout,
+            keepalive: self.keepalive,
+            close_timeout: self.close_timeout,
+            shared: shared.clone(),
+            control: control_rx,
+            restarts_seen: 0,
+        };
+        let join = runtime.spawn(task.run());
+        Ok(SupervisorHandle {
+            inner: Arc::new(HandleInner {
+                shared,
+                control,
+                join: Mutex::new(Some(join)),
+            }),
+        })
+    }
+}
+
+impl<T, B> fmt::Debug for Supervisor<T, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("name", &self.name)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("keepalive", &self.keepalive)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConstantBackoff {
+    /// The retry settings of a [`ConnectionConfig`] as a constant backoff: the initial
+    /// delay every time, up to the maximum number of attempts.
+    pub fn from_config(config: &ConnectionConfig) -> Self {
+        let b = Self::new(config.retry_initial_delay);
+        match config.retry_max_attempts {
+            Some(n) => b.max_attempts(n),
+            None => b,
+        }
+    }
+}
+
+/// What the supervisor task and its handles share.
+struct Shared {
+    id: ConnectionId,
+    name: Arc<str>,
+    endpoint: Endpoint,
+    state: watch::Sender<ConnectionState>,
+    metrics: Arc<ConnectionMetrics>,
+    events: EventBus,
+}
+
+impl Shared {
+    fn publish(&self, kind: EventKind) {
+        self.events
+            .publish(Event::new(self.id, self.name.clone(), kind));
+    }
+
+    /// The only place a supervised connection's state changes.
+    fn set_state(&self, to: ConnectionState) {
+        let mut from = None;
+        self.state
+            .send_if_modified(|current| match current.transition(to) {
+                Ok(next) => {
+                    from = Some(*current);
+                    *current = next;
+                    true
+                }
+                Err(illegal) => {
+                    // A bug in this module: make tests fail loudly, keep production running.
+                    debug_assert!(false, "{illegal}");
+                    tracing::error!(connection = %self.name, %illegal, "refused state change");
+                    false
+                }
+            });
+        if let Some(from) = from {
+            tracing::debug!(connection = %self.name, %from, %to, "state changed");
+            self.publish(EventKind::StateChanged { from, to });
+        }
+    }
+}
+
+/// Requests from handles to the task. A counter rather than a flag for restarts, so two
+/// quick restarts are never merged into none.
+#[derive(Clone, Copy, Debug, Default)]
+struct Control {
+    shutdown: bool,
+    restarts: u64,
+}
+
+enum Signal {
+    Shutdown,
+    Restart,
+}
+
+struct Task<T, B> {
+    transport: T,
+    backoff: B,
+    connect_timeout: Option<Duration>,
+    keepalive: Option<(Duration, Duration)>,
+    close_timeout: Duration,
+    shared: Arc<Shared>,
+    control: watch::Receiver<Control>,
+    restarts_seen: u64,
+}
+
+/// How a phase of the loop ended.
+enum Next {
+    /// Wait for the backoff, then connect again.
+    Retry(Option<Arc<Error>>),
+    /// Connect again at once.
+    Reconnect,
+    /// Stay failed until restarted.
+    Fail,
+    /// Stop.
+    Stop,
+}
+
+impl<T: Transport, B: Backoff> Task<T, B> {
+    async fn run(mut self) {
+        let mut attempt: u32 = 0;
+        let mut ever_connected = false;
+        self.shared.set_state(ConnectionState::Connecting);
+        loop {
+            let next = match self.connect().await {
+                Err(signal) => self.on_signal_while_idle(signal),
+                Ok(Ok(conn)) => {
+                    if ever_connected {
+                        self.shared.metrics.inc_reconnects();
+                    }
+                    ever_connected = true;
+                    attempt = 0;
+                    self.backoff.reset();
+                    self.serve(conn).await
+                }
+                Ok(Err(error)) => {
+                    self.shared.metrics.inc_errors();
+                    let error = Arc::new(error);
+                    tracing::warn!(connection = %self.shared.name, %error, "connect failed");
+                    self.shared.publish(EventKind::Error {
+                        error: error.clone(),
+                    });
+                    if error.is_retryable() {
+                        Next::Retry(Some(error))
+                    } else {
+                        Next::Fail
+                    }
+                }
+            };
+            let next = match next {
+                Next::Retry(error) => {
+                    self.shared.set_state(ConnectionState::Reconnecting);
+                    attempt = attempt.saturating_add(1);
+                    match self.backoff.next_delay(attempt, error.as_deref()) {
+                        Some(delay) => self.wait_backoff(attempt, delay).await,
+                        None => Next::Fail,
+                    }
+                }
+                other => other,
+            };
+            let next = match next {
+                Next::Fail => {
+                    self.shared.set_state(ConnectionState::Failed);
+                    match self.signal(true).await {
+                        Signal::Shutdown => Next::Stop,
+                        Signal::Restart => {
+                            attempt = 0;
+                            self.backoff.reset();
+                            Next::Reconnect
+                        }
+                    }
+                }
+                other => other,
+            };
+            match next {
+                Next::Stop => {
+                    self.shared.set_state(ConnectionState::Closed);
+                    return;
+                }
+                _ => self.shared.set_state(ConnectionState::Connecting),
+            }
+        }
+    }
+
+    /// One connect attempt, abandoned on shutdown. Restarts while connecting are
+    /// absorbed: a connect is already what they ask for.
+    async fn connect(&mut self) -> Result<Result<T::Connection, Error>, Signal> {
+        let attempt = async {
+            match self.connect_timeout {
+                Some(limit) => tokio::time::timeout(limit, self.transport.connect())
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Error::timeout(&self.shared.endpoint, "connect", limit))
+                    }),
+                None => self.transport.connect().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            signal = next_signal(&mut self.control, &mut self.restarts_seen, false) => Err(signal),
+            result = attempt => Ok(result),
+        }
+    }
+
+    fn on_signal_while_idle(&self, signal: Signal) -> Next {
+        match signal {
+            Signal::Shutdown => Next::Stop,
+            Signal::Restart => Next::Reconnect,
+        }
+    }
+
+    async fn signal(&mut self, want_restart: bool) -> Signal {
+        next_signal(&mut self.control, &mut self.restarts_seen, want_restart).await
+    }
+
+    async fn wait_backoff(&mut self, attempt: u32, delay: Duration) -> Next {
+        tracing::info!(connection = %self.shared.name, attempt, ?delay, "reconnecting");
+        self.shared
+            .publish(EventKind::Reconnecting { attempt, delay });
+        tokio::select! {
+            biased;
+            signal = self.signal(true) => self.on_signal_while_idle(signal),
+            () = tokio::time::sleep(delay) => Next::Reconnect,
+        }
+    }
+
+    /// Runs one established connection until it ends, then closes it.
+    async fn serve(&mut self, mut conn: T::Connection) -> Next {
+        let shared = self.shared.clone();
+        shared.metrics.mark_connected();
+        shared.set_state(ConnectionState::Connected);
+        tracing::info!(connection = %shared.name, "connected");
+        shared.publish(EventKind::Connected);
+
+        let reason = self.watch(&mut conn).await;
+
+        shared.metrics.mark_disconnected();
+        if reason.error().is_some() {
+            shared.metrics.inc_errors();
+        }
+        if let Err(error) = close_within(&mut conn, self.close_timeout, &shared.endpoint).await {
+            tracing::debug!(connection = %shared.name, %error, "close after disconnect failed");
+        }
+        tracing::info!(connection = %shared.name, %reason, "disconnected");
+        let next = match &reason {
+            DisconnectReason::Shutdown => Next::Stop,
+            DisconnectReason::Restart => Next::Reconnect,
+            DisconnectReason::Error(e) | DisconnectReason::ProbeFailed(e) if !e.is_retryable() => {
+                Next::Fail
+            }
+            other => Next::Retry(other.error().map(|_| match other {
+                DisconnectReason::Error(e) | DisconnectReason::ProbeFailed(e) => e.clone(),
+                _ => unreachable_error(&shared.endpoint),
+            })),
+        };
+        shared.publish(EventKind::Disconnected { reason });
+        if matches!(next, Next::Reconnect) {
+            // A restart goes through Reconnecting so watchers see the connection drop.
+            shared.set_state(ConnectionState::Reconnecting);
+        }
+        next
+    }
+
+    /// Waits until the connection is lost, a probe fails, or a handle asks for a stop or
+    /// a restart.
+    async fn watch(&mut self, conn: &mut T::Connection) -> DisconnectReason {
+        let mut ticker = self.keepalive.map(|(interval, _)| {
+            let mut t = tokio::time::interval_at(Instant::now() + interval, interval);
+            // After a slow probe, wait a full interval instead of probing in a burst.
+            t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            t
+        });
+        loop {
+            tokio::select! {
+                biased;
+                signal = next_signal(&mut self.control, &mut self.restarts_seen, true) => {
+                    return signal_reason(signal);
+                }
+                reason = conn.closed() => return reason,
+                () = tick(&mut ticker) => {}
+            }
+            let Some((_, limit)) = self.keepalive else {
+                continue;
+            };
+            let probe = tokio::select! {
+                biased;
+                signal = next_signal(&mut self.control, &mut self.restarts_seen, true) => {
+                    return signal_reason(signal);
+                }
+                probe = tokio::time::timeout(limit, conn.probe()) => probe,
+            };
+            match probe {
+                Ok(Ok(rtt)) => self.shared.metrics.record_latency(rtt),
+                Ok(Err(error)) => return DisconnectReason::ProbeFailed(Arc::new(error)),
+                Err(_) => {
+                    let error = Error::timeout(&self.shared.endpoint, "probe", limit);
+                    return DisconnectReason::ProbeFailed(Arc::new(error));
+                }
+            }
+        }
+    }
+}
+
+/// Never called: `DisconnectReason::error()` is `Some` only for the two variants matched
+/// before it. Kept as a value instead of a panic so a future variant cannot crash the
+/// task.
+fn unreachable_error(endpoint: &Endpoint) -> Arc<Error> {
+    Arc::new(Error::Closed {
+        endpoint: endpoint.clone(),
+    })
+}
+
+fn signal_reason(signal: Signal) -> DisconnectReason {
+    match signal {
+        Signal::Shutdown => DisconnectReason::Shutdown,
+        Signal::Restart => DisconnectReason::Restart,
+    }
+}
+
+async fn tick(ticker: &mut Option<Interval>) {
+    match ticker {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn close_within<C: Connection>(
+    conn: &mut C,
+    limit: Duration,
+    endpoint: &Endpoint,
+) -> Result<(), Error> {
+    tokio::time::timeout(limit, conn.close())
+        .await
+        .unwrap_or_else(|_| Err(Error::timeout(endpoint, "close", limit)))
+}
+
+/// Waits for the next request from the handles. Cancel-safe: all progress is in
+/// `restarts_seen` and the watch version. When every handle is gone there is nobody left
+/// to use the connection, so that counts as shutdown.
+async fn next_signal(
+    control: &mut watch::Receiver<Control>,
+    restarts_seen: &mut u64,
+    want_restart: bool,
+) -> Signal {
+    loop {
+        {
+            let c = *control.borrow_and_update();
+            if c.shutdown {
+                return Signal::Shutdown;
+            }
+            if c.restarts != *restarts_seen {
+                *restarts_seen = c.restarts;
+                if want_restart {
+                    return Signal::Restart;
+                }
+            }
+        }
+        if control.changed().await.is_err() {
+            return Signal::Shutdown;
+        }
+    }
+}
+
+/// How a [`SupervisorHandle::shutdown`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShutdownOutcome {
+    /// The connection closed gracefully within the deadline.
+    Graceful,
+    /// The deadline passed; the task was aborted and the connection dropped.
+    Aborted,
+}
+
+/// A cheap, cloneable handle to a supervised connection.
+///
+/// Dropping the last handle shuts the supervisor down (gracefully, bounded by its close
+/// timeout), so a forgotten handle never leaves a task behind.
+#[derive(Clone)]
+pub struct SupervisorHandle {
+    inner: Arc<HandleInner>,
+}
+
+struct HandleInner {
+    shared: Arc<Shared>,
+    control: watch::Sender<Control>,
+    join: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl SupervisorHandle {
+    /// The logical connection's id, stable across reconnects.
+    pub fn id(&self) -> ConnectionId {
+        self.inner.shared.id
+    }
+
+    /// The connection's name.
+    pub fn name(&self) -> &str {
+        &self.inner.shared.name
+    }
+
+    /// Where it connects.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.inner.shared.endpoint
+    }
+
+    /// The current state.
+    pub fn state(&self) -> ConnectionState {
+        *self.inner.shared.state.borrow()
+    }
+
+    /// A receiver that sees every state change; use `wait_for` to await a state.
+    pub fn watch_state(&self) -> watch::Receiver<ConnectionState> {
+        self.inner.shared.state.subscribe()
+    }
+
+    /// A snapshot of the connection's metrics.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.inner.shared.metrics.snapshot()
+    }
+
+    /// The live metrics, to record application traffic into.
+    pub fn metrics_handle(&self) -> &Arc<ConnectionMetrics> {
+        &self.inner.shared.metrics
+    }
+
+    /// The bus this supervisor publishes on.
+    pub fn events(&self) -> &EventBus {
+        &self.inner.shared.events
+    }
+
+    /// Subscribes to this connection's events only.
+    pub fn subscribe(&self, filter: EventFilter) -> EventStream {
+        self.inner
+            .shared
+            .events
+            .subscribe(filter.connection(self.id()))
+    }
+
+    /// Drops the current connection (if any) and connects again at once; also leaves
+    /// [`Failed`](ConnectionState::Failed). No effect after shutdown.
+    pub fn restart(&self) {
+        self.inner
+            .control
+            .send_modify(|c| c.restarts = c.restarts.wrapping_add(1));
+    }
+
+    /// Whether the supervisor task has ended.
+    pub fn is_finished(&self) -> bool {
+        self.inner
+            .join
+            .lock()
+            .as_ref()
+            .is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Stops the supervisor: closes the connection gracefully and waits up to `deadline`,
+    /// then aborts the task. The state is [`Closed`](ConnectionState::Closed) afterwards
+    /// either way. Safe to call from several handles; later callers wait for the first.
+    pub async fn shutdown(&self, deadline: Duration) -> ShutdownOutcome {
+        let started = Instant::now();
+        self.inner.control.send_modify(|c| c.shutdown = true);
+        let join = self.inner.join.lock().take();
+        let Some(mut join) = join else {
+            let mut state = self.watch_state();
+            let closed =
+                tokio::time::timeout(deadline, state.wait_for(|s| *s == ConnectionState::Closed));
+            return match closed.await {
+                Ok(_) => ShutdownOutcome::Graceful,
+                Err(_) => ShutdownOutcome::Aborted,
+            };
+        };
+        let outcome = match tokio::time::timeout(deadline, &mut join).await {
+            Ok(_) => ShutdownOutcome::Graceful,
+            Err(_) => {
+                join.abort();
+                // Wait for the abort to land so the connection is really dropped.
+                let _ = join.await;
+                let shared = &self.inner.shared;
+                shared.metrics.mark_disconnected();
+                if shared.state.borrow().is_connected() {
+                    shared.publish(EventKind::Disconnected {
+                        reason: DisconnectReason::Shutdown,
+                    });
+                }
+                if *shared.state.borrow() != ConnectionState::Closed {
+                    shared.set_state(ConnectionState::Closed);
+                }
+                ShutdownOutcome::Aborted
+            }
+        };
+        tracing::debug!(connection = %self.name(), ?outcome, elapsed = ?started.elapsed(), "supervisor shut down");
+        outcome
+    }
+}
+
+impl fmt::Debug for SupervisorHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SupervisorHandle")
+            .field("id", &self.id())
+            .field("name", &self.name())
+            .field("endpoint", self.endpoint())
+            .field("state", &self.state())
+            .finish()
+    }
+}
