@@ -28,7 +28,7 @@ async fn banner_server(deny: Arc<AtomicBool>) -> LoopbackServer {
         }
     })
     .await
-    .unwrap()
+    .expect("bind a loopback port")
 }
 
 #[tokio::test(start_paused = true)]
