@@ -117,22 +117,18 @@ async fn supervisors_share_a_bus_and_subscribers_filter_by_connection() {
     wait_state(&one, ConnectionState::Connected).await;
     wait_state(&two, ConnectionState::Connected).await;
 
-    let mut names = vec![
-        all_connected
-            .next()
-            .await
-            .unwrap()
-            .unwrap()
-            .name
-            .to_string(),
-        all_connected
-            .next()
-            .await
-            .unwrap()
-            .unwrap()
-            .name
-            .to_string(),
-    ];
+    let mut names = Vec::new();
+    for _ in 0..2 {
+        names.push(
+            all_connected
+                .next()
+                .await
+                .unwrap()
+                .unwrap()
+                .name
+                .to_string(),
+        );
+    }
     names.sort();
     assert_eq!(names, ["one", "two"]);
     let e = only_two.next().await.unwrap().unwrap();

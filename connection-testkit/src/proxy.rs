@@ -15,6 +15,8 @@ use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
+
+use crate::guard::OpenGuard;
 use tokio::time::{Instant, sleep_until};
 use tracing::{debug, warn};
 
@@ -270,22 +272,6 @@ impl Drop for FaultProxy {
         // Dropping the accept loop drops the listener and its `JoinSet`, which aborts
         // every connection task; their sockets close as the tasks are dropped.
         self.task.abort();
-    }
-}
-
-/// Counts one open client connection for as long as it lives (also when aborted).
-struct OpenGuard(Arc<Counters>);
-
-impl OpenGuard {
-    fn new(counters: &Arc<Counters>) -> Self {
-        counters.open.fetch_add(1, Ordering::Relaxed);
-        Self(Arc::clone(counters))
-    }
-}
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -727,6 +713,12 @@ fn add(at: Instant, delay: Duration) -> Instant {
     at.checked_add(delay)
         .or_else(|| at.checked_add(FAR))
         .unwrap_or(at)
+}
+
+impl crate::guard::OpenCount for Counters {
+    fn open(&self) -> &AtomicUsize {
+        &self.open
+    }
 }
 
 #[cfg(test)]

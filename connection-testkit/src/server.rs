@@ -12,6 +12,8 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
+
+use crate::guard::OpenGuard;
 use tracing::{debug, warn};
 
 use crate::handlers;
@@ -80,22 +82,6 @@ struct Running {
 struct Counters {
     open: AtomicUsize,
     accepted: AtomicU64,
-}
-
-/// Counts one open connection for as long as it lives (also when its task is aborted).
-struct OpenGuard(Arc<Counters>);
-
-impl OpenGuard {
-    fn new(counters: &Arc<Counters>) -> Self {
-        counters.open.fetch_add(1, Ordering::Relaxed);
-        Self(Arc::clone(counters))
-    }
-}
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 impl LoopbackServer {
@@ -385,5 +371,11 @@ impl TcpEchoServer {
     /// The underlying [`LoopbackServer`].
     pub fn into_inner(self) -> LoopbackServer {
         self.inner
+    }
+}
+
+impl crate::guard::OpenCount for Counters {
+    fn open(&self) -> &AtomicUsize {
+        &self.open
     }
 }
