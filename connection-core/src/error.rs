@@ -86,7 +86,13 @@ pub enum Error {
         endpoint: Endpoint,
         /// The status code.
         status: u16,
+        /// How long the server asked us to wait (its `Retry-After`), if it said.
+        retry_after: Option<Duration>,
     },
+    /// A resilience policy (circuit breaker, rate limiter, bulkhead) refused to run the
+    /// operation. Retryable: the refusal says when trying again can succeed.
+    #[error(transparent)]
+    Rejected(#[from] Rejected),
     /// The peer spoke the protocol wrongly (bad frame, bad handshake, bad event stream).
     #[error("protocol error on {endpoint}: {source}")]
     Protocol {
@@ -161,7 +167,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Connect { source, .. } | Self::Io { source, .. } => io_is_retryable(source),
-            Self::Timeout { .. } | Self::Closed { .. } => true,
+            Self::Timeout { .. } | Self::Closed { .. } | Self::Rejected(_) => true,
             Self::Status { status, .. } => matches!(status, 408 | 429 | 500..=599),
             Self::Other { retryable, .. } => *retryable,
             Self::Tls { .. }
@@ -192,10 +198,110 @@ impl Error {
             | Self::Closed { endpoint }
             | Self::Shutdown { endpoint }
             | Self::Other { endpoint, .. } => Some(endpoint),
+            Self::Rejected(r) => r.endpoint.as_ref(),
             Self::InvalidEndpoint(_) | Self::Config(_) => None,
         }
     }
+
+    /// How long to wait before trying again, when the peer or a policy said so: the
+    /// server's `Retry-After`, or when a circuit will next admit a probe or a rate limiter
+    /// a call. Retry policies prefer this over their computed delay.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Status { retry_after, .. } => *retry_after,
+            Self::Rejected(r) => r.retry_after,
+            _ => None,
+        }
+    }
 }
+
+/// Which policy refused an operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// A circuit breaker is open (or half-open with every probe slot taken).
+    CircuitOpen,
+    /// A rate limiter has no permit now.
+    RateLimited,
+    /// A concurrency limit (bulkhead) is full.
+    BulkheadFull,
+}
+
+impl std::fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::CircuitOpen => "circuit open",
+            Self::RateLimited => "rate limited",
+            Self::BulkheadFull => "concurrency limit reached",
+        })
+    }
+}
+
+/// A refusal by a resilience policy: a value that says why and, when known, how long
+/// until trying again can succeed.
+///
+/// Policies that run any operation (not only a [`Transport`](crate::Transport)'s connect)
+/// return their caller's error type `E: From<Rejected>`, so a stack of policies around an
+/// operation yields one flat error type rather than nested wrappers.
+///
+/// ```
+/// use connection_core::{Error, RejectReason, Rejected};
+/// use std::time::Duration;
+///
+/// let r = Rejected::new(RejectReason::CircuitOpen).retry_after(Duration::from_secs(5));
+/// let e: Error = r.into();
+/// assert!(e.is_retryable());
+/// assert_eq!(e.retry_after(), Some(Duration::from_secs(5)));
+/// assert_eq!(e.to_string(), "circuit open; retry in 5s");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use]
+pub struct Rejected {
+    /// Which policy refused.
+    pub reason: RejectReason,
+    /// When trying again can succeed, if known.
+    pub retry_after: Option<Duration>,
+    /// The endpoint the operation was for, if any.
+    pub endpoint: Option<Endpoint>,
+}
+
+impl Rejected {
+    /// A refusal for `reason`, with no hint and no endpoint.
+    pub fn new(reason: RejectReason) -> Self {
+        Self {
+            reason,
+            retry_after: None,
+            endpoint: None,
+        }
+    }
+
+    /// Adds when trying again can succeed.
+    pub fn retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+
+    /// Adds the endpoint the refused operation was for.
+    pub fn endpoint(mut self, endpoint: &Endpoint) -> Self {
+        self.endpoint = Some(endpoint.clone());
+        self
+    }
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(endpoint) = &self.endpoint {
+            write!(f, "{endpoint}: ")?;
+        }
+        write!(f, "{}", self.reason)?;
+        if let Some(after) = self.retry_after {
+            write!(f, "; retry in {after:?}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Rejected {}
 
 /// Socket errors that describe a transient condition of the network or the peer.
 fn io_is_retryable(e: &io::Error) -> bool {
@@ -285,7 +391,8 @@ mod tests {
             assert_eq!(
                 Error::Status {
                     endpoint: ep(),
-                    status
+                    status,
+                    retry_after: None
                 }
                 .is_retryable(),
                 retry,
@@ -295,6 +402,31 @@ mod tests {
         let bad_url: Error = Endpoint::parse("nope").unwrap_err().into();
         assert!(!bad_url.is_retryable());
         assert!(bad_url.endpoint().is_none());
+    }
+
+    #[test]
+    fn rejections_are_retryable_and_carry_their_hint() {
+        let r = Rejected::new(RejectReason::RateLimited)
+            .retry_after(Duration::from_millis(20))
+            .endpoint(&ep());
+        let e = Error::from(r.clone());
+        assert!(e.is_retryable());
+        assert_eq!(e.retry_after(), Some(Duration::from_millis(20)));
+        assert_eq!(e.endpoint(), Some(&ep()));
+        assert_eq!(
+            e.to_string(),
+            "tcp://127.0.0.1:1: rate limited; retry in 20ms"
+        );
+        let s = Error::Status {
+            endpoint: ep(),
+            status: 503,
+            retry_after: Some(Duration::from_secs(3)),
+        };
+        assert_eq!(s.retry_after(), Some(Duration::from_secs(3)));
+        assert_eq!(
+            Error::timeout(&ep(), "connect", Duration::from_secs(1)).retry_after(),
+            None
+        );
     }
 
     #[test]

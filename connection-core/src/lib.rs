@@ -62,7 +62,7 @@ pub use config::{
     ConfigError, ConnectionConfig, ConnectionConfigBuilder, ENV_PREFIX, require_nonzero,
 };
 pub use endpoint::{Endpoint, EndpointError, EndpointErrorKind};
-pub use error::{BoxError, Error};
+pub use error::{BoxError, Error, RejectReason, Rejected};
 pub use event::{
     DisconnectReason, Event, EventBus, EventFilter, EventKind, EventStream, EventType,
     HealthStatus, Lagged, Severity,

@@ -1,0 +1,13 @@
+//! # connection-retry (in progress)
+#![forbid(unsafe_code)]
+
+pub mod backoff;
+pub mod breaker;
+pub mod bulkhead;
+mod classify;
+mod events;
+pub mod limit;
+pub mod retry;
+
+pub use classify::Classify;
+pub use events::EventSink;
