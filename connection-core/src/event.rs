@@ -143,6 +143,16 @@ pub enum EventKind {
         /// How long until it starts.
         delay: Duration,
     },
+    /// A retry policy will run the operation again after `delay`.
+    Retrying {
+        /// The attempt about to be made (2 for the first retry).
+        attempt: u32,
+        /// How long until it starts.
+        delay: Duration,
+        /// The failure that caused the retry, as text (the operation's error type is
+        /// the caller's, so only its message travels).
+        error: Arc<str>,
+    },
     /// The state machine moved.
     StateChanged {
         /// Previous state.
@@ -202,6 +212,7 @@ impl EventKind {
             Self::Connected => EventType::Connected,
             Self::Disconnected { .. } => EventType::Disconnected,
             Self::Reconnecting { .. } => EventType::Reconnecting,
+            Self::Retrying { .. } => EventType::Retrying,
             Self::StateChanged { .. } => EventType::StateChanged,
             Self::HealthChanged { .. } => EventType::HealthChanged,
             Self::Failover { .. } => EventType::Failover,
@@ -222,7 +233,9 @@ impl EventKind {
                 to: ConnectionState::Failed,
                 ..
             } => Severity::Error,
-            Self::StateChanged { .. } | Self::RateLimited { .. } => Severity::Debug,
+            Self::StateChanged { .. } | Self::RateLimited { .. } | Self::Retrying { .. } => {
+                Severity::Debug
+            }
             Self::Connected
             | Self::Reconnecting { .. }
             | Self::PrimaryChanged { .. }
@@ -251,6 +264,16 @@ impl fmt::Display for EventKind {
             Self::Disconnected { reason } => write!(f, "disconnected ({reason})"),
             Self::Reconnecting { attempt, delay } => {
                 write!(f, "reconnecting (attempt {attempt} in {delay:?})")
+            }
+            Self::Retrying {
+                attempt,
+                delay,
+                error,
+            } => {
+                write!(
+                    f,
+                    "retrying (attempt {attempt} in {delay:?}) after: {error}"
+                )
             }
             Self::StateChanged { from, to } => write!(f, "state {from} -> {to}"),
             Self::HealthChanged { from, to } => write!(f, "health {from} -> {to}"),
@@ -284,6 +307,8 @@ pub enum EventType {
     Disconnected,
     /// See [`EventKind::Reconnecting`].
     Reconnecting,
+    /// See [`EventKind::Retrying`].
+    Retrying,
     /// See [`EventKind::StateChanged`].
     StateChanged,
     /// See [`EventKind::HealthChanged`].
