@@ -1,1 +1,422 @@
-//! limit (in progress)
+//! Rate limiting on governor's GCRA: [`RateLimiter`] and [`KeyedRateLimiter`].
+//!
+//! Design choices, and why:
+//! - **One clock.** The limiter reads tokio's clock ([`TokioClock`]) and waits with
+//!   tokio's timer. governor's own `until_ready` sleeps on `futures-timer` and its clocks
+//!   read real time; neither moves on paused tokio time, so tests of code behind a
+//!   limiter would hang or sleep for real.
+//! - **Shared by clones.** A limiter is an `Arc` inside: every clone of a wrapped
+//!   transport or client draws from the same quota. (tower's `RateLimit` keeps one per
+//!   clone, so N clones get N times the rate.)
+//! - **Refusals are values.** A refusal is a [`Rejected`] carrying how long until the next
+//!   permit, so callers (and retry policies) know when to come back.
+//! - **Keyed limiters prune themselves.** governor leaves forgetting idle keys to the
+//!   caller; ours drops keys whose state is back to fresh every so often and when the
+//!   key count reaches its bound, so memory stays bounded without a janitor task.
+//!
+//! ```
+//! use connection_retry::limit::{LimitMode, Quota, RateLimiter};
+//! use std::time::Duration;
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! let limiter = RateLimiter::builder(Quota::per_second(10, 2).unwrap())
+//!     .mode(LimitMode::FailFast)
+//!     .build();
+//! assert!(limiter.check().is_ok());
+//! assert!(limiter.check().is_ok());
+//! let refused = limiter.check().unwrap_err();
+//! assert_eq!(refused.retry_after, Some(Duration::from_millis(100)));
+//!
+//! // Waiting mode sleeps on tokio's timer until the permit is due.
+//! let waiting = RateLimiter::new(Quota::per_second(10, 1).unwrap());
+//! waiting.acquire().await.unwrap();
+//! let started = tokio::time::Instant::now();
+//! waiting.acquire().await.unwrap();
+//! assert_eq!(started.elapsed(), Duration::from_millis(100));
+//! # }
+//! ```
+
+mod clock;
+mod config;
+mod quota;
+mod transport;
+
+use std::fmt;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use connection_core::{EventKind, RejectReason, Rejected};
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DashMapStateStore;
+use governor::state::{InMemoryState, NotKeyed};
+use parking_lot::Mutex;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::EventSink;
+
+pub use clock::{TokioClock, TokioInstant};
+pub use config::{LimitModeConfig, RateLimitConfig};
+pub use quota::Quota;
+pub use transport::{KeyedRateLimit, RateLimit};
+
+type Direct =
+    governor::RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<TokioInstant>>;
+type Keyed<K> =
+    governor::RateLimiter<K, DashMapStateStore<K>, TokioClock, NoOpMiddleware<TokioInstant>>;
+
+/// What to do when no permit is available.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LimitMode {
+    /// Wait for the permit, unless the wait would exceed `max_wait` (then refuse at once,
+    /// saying when to come back).
+    Wait {
+        /// Longest acceptable wait; `None` waits as long as it takes.
+        max_wait: Option<Duration>,
+    },
+    /// Refuse at once with the time until the next permit.
+    FailFast,
+}
+
+impl Default for LimitMode {
+    fn default() -> Self {
+        Self::Wait { max_wait: None }
+    }
+}
+
+/// What direct and keyed limiters share: mode, jitter, events.
+struct Policy {
+    mode: LimitMode,
+    jitter: Duration,
+    rng: Mutex<SmallRng>,
+    events: Option<EventSink>,
+}
+
+impl Policy {
+    /// Decides what a refusal that is `wait` away turns into: a wait (with jitter) or a
+    /// rejection.
+    fn on_refusal(&self, wait: Duration) -> Result<Duration, Rejected> {
+        let reject = || Rejected::new(RejectReason::RateLimited).retry_after(wait);
+        let outcome = match self.mode {
+            LimitMode::FailFast => Err(reject()),
+            LimitMode::Wait {
+                max_wait: Some(max),
+            } if wait > max => Err(reject()),
+            LimitMode::Wait { .. } => Ok(wait + self.jitter()),
+        };
+        if let Some(events) = &self.events {
+            events.publish(EventKind::RateLimited { retry_after: wait });
+        }
+        outcome
+    }
+
+    fn jitter(&self) -> Duration {
+        if self.jitter.is_zero() {
+            return Duration::ZERO;
+        }
+        // Only on the waiting path, where a lock is cheap next to the sleep.
+        let nanos = u64::try_from(self.jitter.as_nanos()).unwrap_or(u64::MAX);
+        Duration::from_nanos(self.rng.lock().random_range(0..=nanos))
+    }
+}
+
+/// Builds a [`RateLimiter`] or [`KeyedRateLimiter`].
+#[derive(Debug)]
+#[must_use]
+pub struct RateLimiterBuilder {
+    quota: Quota,
+    mode: LimitMode,
+    jitter: Duration,
+    seed: Option<u64>,
+    events: Option<EventSink>,
+    max_keys: usize,
+}
+
+impl RateLimiterBuilder {
+    /// Wait for permits (the default) or fail fast.
+    pub fn mode(mut self, mode: LimitMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Adds a random delay of up to `jitter` to every wait, so callers released by the
+    /// same permit schedule do not arrive in lockstep.
+    pub fn jitter(mut self, jitter: Duration) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// Seeds the jitter, for reproducible tests.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Publishes a [`EventKind::RateLimited`] for every delayed or refused call.
+    pub fn events(mut self, sink: EventSink) -> Self {
+        self.events = Some(sink);
+        self
+    }
+
+    /// For keyed limiters: the most distinct keys tracked at once (default 100 000).
+    /// Past it, idle keys are pruned; if every key is busy, calls are refused rather
+    /// than memory growing.
+    pub fn max_keys(mut self, max: usize) -> Self {
+        self.max_keys = max.max(1);
+        self
+    }
+
+    fn policy(&self) -> Policy {
+        let rng = match self.seed {
+            Some(seed) => SmallRng::seed_from_u64(seed),
+            None => SmallRng::from_os_rng(),
+        };
+        Policy {
+            mode: self.mode,
+            jitter: self.jitter,
+            rng: Mutex::new(rng),
+            events: self.events.clone(),
+        }
+    }
+
+    /// A limiter for all calls together.
+    pub fn build(self) -> RateLimiter {
+        let limiter = Direct::direct_with_clock(self.quota.to_governor(), TokioClock);
+        RateLimiter {
+            inner: Arc::new(DirectInner {
+                limiter,
+                policy: self.policy(),
+                quota: self.quota,
+            }),
+        }
+    }
+
+    /// A limiter with one quota per key.
+    pub fn build_keyed<K: Hash + Eq + Clone + Send + Sync + 'static>(self) -> KeyedRateLimiter<K> {
+        let limiter = Keyed::dashmap_with_clock(self.quota.to_governor(), TokioClock);
+        KeyedRateLimiter {
+            inner: Arc::new(KeyedInner {
+                limiter,
+                policy: self.policy(),
+                quota: self.quota,
+                max_keys: self.max_keys,
+                checks: AtomicU64::new(0),
+            }),
+        }
+    }
+}
+
+/// A rate limiter for all calls together. Clones share the quota.
+#[derive(Clone)]
+pub struct RateLimiter {
+    inner: Arc<DirectInner>,
+}
+
+struct DirectInner {
+    limiter: Direct,
+    policy: Policy,
+    quota: Quota,
+}
+
+impl RateLimiter {
+    /// A waiting limiter with no jitter.
+    pub fn new(quota: Quota) -> Self {
+        Self::builder(quota).build()
+    }
+
+    /// A builder for `quota`.
+    pub fn builder(quota: Quota) -> RateLimiterBuilder {
+        RateLimiterBuilder {
+            quota,
+            mode: LimitMode::default(),
+            jitter: Duration::ZERO,
+            seed: None,
+            events: None,
+            max_keys: 100_000,
+        }
+    }
+
+    /// Takes a permit if one is free now; never waits, whatever the mode.
+    pub fn check(&self) -> Result<(), Rejected> {
+        self.inner.limiter.check().map_err(|not_until| {
+            let wait = not_until.wait_time_from(TokioClock.now());
+            if let Some(events) = &self.inner.policy.events {
+                events.publish(EventKind::RateLimited { retry_after: wait });
+            }
+            Rejected::new(RejectReason::RateLimited).retry_after(wait)
+        })
+    }
+
+    /// Takes a permit, waiting for it in [`LimitMode::Wait`]. Cancel-safe: dropping the
+    /// future while it waits takes nothing.
+    pub async fn acquire(&self) -> Result<(), Rejected> {
+        loop {
+            match self.inner.limiter.check() {
+                Ok(()) => return Ok(()),
+                Err(not_until) => {
+                    let wait = not_until.wait_time_from(TokioClock.now());
+                    let sleep = self.inner.policy.on_refusal(wait)?;
+                    // Another waiter may take the permit first; then we loop and wait
+                    // again, which keeps the quota exact.
+                    tokio::time::sleep(sleep).await;
+                }
+            }
+        }
+    }
+
+    /// Runs `operation` once a permit is granted; a refusal comes back as the
+    /// operation's error type.
+    pub async fn run<F, Fut, T, E>(&self, operation: F) -> Result<T, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: From<Rejected>,
+    {
+        self.acquire().await?;
+        operation().await
+    }
+
+    /// The quota.
+    pub fn quota(&self) -> Quota {
+        self.inner.quota
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> LimitMode {
+        self.inner.policy.mode
+    }
+}
+
+impl fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("quota", &self.inner.quota)
+            .field("mode", &self.inner.policy.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A rate limiter with one quota per key (host, peer id, tenant). Clones share state.
+///
+/// ```
+/// use connection_retry::limit::{LimitMode, Quota, RateLimiter};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let per_host = RateLimiter::builder(Quota::per_second(1, 1).unwrap())
+///     .mode(LimitMode::FailFast)
+///     .build_keyed::<&'static str>();
+/// assert!(per_host.check_key(&"a.example").is_ok());
+/// assert!(per_host.check_key(&"b.example").is_ok());
+/// assert!(per_host.check_key(&"a.example").is_err());
+/// # }
+/// ```
+pub struct KeyedRateLimiter<K: Hash + Eq + Clone> {
+    inner: Arc<KeyedInner<K>>,
+}
+
+impl<K: Hash + Eq + Clone> Clone for KeyedRateLimiter<K> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+struct KeyedInner<K: Hash + Eq + Clone> {
+    limiter: Keyed<K>,
+    policy: Policy,
+    quota: Quota,
+    max_keys: usize,
+    checks: AtomicU64,
+}
+
+/// Prune idle keys once every this many checks even below the bound, so a limiter that
+/// saw a burst of distinct keys shrinks back without reaching `max_keys` first.
+const PRUNE_EVERY: u64 = 4096;
+
+impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedRateLimiter<K> {
+    /// Drops idle keys when due; refuses when every tracked key is still busy and the
+    /// bound is reached.
+    fn admit_key(&self) -> Result<(), Rejected> {
+        let inner = &self.inner;
+        let n = inner.checks.fetch_add(1, Ordering::Relaxed);
+        let full = inner.limiter.len() >= inner.max_keys;
+        if full || n % PRUNE_EVERY == PRUNE_EVERY - 1 {
+            inner.limiter.retain_recent();
+            if full {
+                inner.limiter.shrink_to_fit();
+                if inner.limiter.len() >= inner.max_keys {
+                    return Err(Rejected::new(RejectReason::RateLimited)
+                        .retry_after(inner.quota.interval()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes a permit for `key` if one is free now; never waits.
+    pub fn check_key(&self, key: &K) -> Result<(), Rejected> {
+        self.admit_key()?;
+        self.inner.limiter.check_key(key).map_err(|not_until| {
+            let wait = not_until.wait_time_from(TokioClock.now());
+            if let Some(events) = &self.inner.policy.events {
+                events.publish(EventKind::RateLimited { retry_after: wait });
+            }
+            Rejected::new(RejectReason::RateLimited).retry_after(wait)
+        })
+    }
+
+    /// Takes a permit for `key`, waiting for it in [`LimitMode::Wait`].
+    pub async fn acquire_key(&self, key: &K) -> Result<(), Rejected> {
+        self.admit_key()?;
+        loop {
+            match self.inner.limiter.check_key(key) {
+                Ok(()) => return Ok(()),
+                Err(not_until) => {
+                    let wait = not_until.wait_time_from(TokioClock.now());
+                    tokio::time::sleep(self.inner.policy.on_refusal(wait)?).await;
+                }
+            }
+        }
+    }
+
+    /// Runs `operation` once `key` has a permit.
+    pub async fn run_key<F, Fut, T, E>(&self, key: &K, operation: F) -> Result<T, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: From<Rejected>,
+    {
+        self.acquire_key(key).await?;
+        operation().await
+    }
+
+    /// How many keys are tracked now.
+    pub fn len(&self) -> usize {
+        self.inner.limiter.len()
+    }
+
+    /// Whether no key is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.inner.limiter.is_empty()
+    }
+
+    /// Forgets every key whose quota is fully replenished (idle keys).
+    pub fn prune(&self) {
+        self.inner.limiter.retain_recent();
+        self.inner.limiter.shrink_to_fit();
+    }
+}
+
+impl<K: Hash + Eq + Clone> fmt::Debug for KeyedRateLimiter<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedRateLimiter")
+            .field("quota", &self.inner.quota)
+            .field("keys", &self.inner.limiter.len())
+            .field("max_keys", &self.inner.max_keys)
+            .finish_non_exhaustive()
+    }
+}
