@@ -12,10 +12,18 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 /// Crates that users depend on: each must build alone with and without its features.
-const LIBRARY_CRATES: &[&str] = &["connection-core", "connection-testkit", "connection-kit"];
+const LIBRARY_CRATES: &[&str] = &[
+    "connection-core",
+    "connection-retry",
+    "connection-testkit",
+    "connection-kit",
+];
 
 /// `cargo xtask bench` groups: name, package, bench target.
-const BENCH_GROUPS: &[(&str, &str, &str)] = &[("metrics", "connection-core", "metrics")];
+const BENCH_GROUPS: &[(&str, &str, &str)] = &[
+    ("metrics", "connection-core", "metrics"),
+    ("retry", "connection-retry", "limit"),
+];
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();

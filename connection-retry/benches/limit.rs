@@ -1,0 +1,72 @@
+//! Rate limiter check: our wrapper vs raw governor on the same quota.
+//!
+//! Both limiters get a quota so large that every check passes: this measures what a
+//! permitted call costs, which is what every call through a healthy limiter pays. The
+//! peer is set up as governor's users would (`RateLimiter::direct` with its default
+//! clock); ours reads tokio's clock so that paused-time tests work.
+#![allow(clippy::print_stdout, reason = "benchmarks report JSON lines on stdout")]
+#![allow(missing_docs, reason = "bench binary")]
+
+use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Barrier};
+use std::time::Instant;
+
+use connection_retry::limit::{LimitMode, Quota, RateLimiter};
+
+const OPS: u64 = 5_000_000;
+const ROUNDS: usize = 5;
+
+fn time_threads(threads: usize, op: impl Fn() + Send + Sync + 'static) -> f64 {
+    let op = Arc::new(op);
+    let barrier = Arc::new(Barrier::new(threads + 1));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (op, barrier) = (op.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                for _ in 0..OPS {
+                    op();
+                }
+            })
+        })
+        .collect();
+    barrier.wait();
+    let started = Instant::now();
+    for h in handles {
+        h.join().expect("bench thread panicked");
+    }
+    // Nanoseconds per operation as one caller sees it.
+    started.elapsed().as_nanos() as f64 / OPS as f64
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let rate = 1_000_000_000u32;
+    for threads in [1usize, 2] {
+        let (mut ours, mut peer) = (vec![], vec![]);
+        for _ in 0..ROUNDS {
+            let limiter = RateLimiter::builder(Quota::per_second(rate, rate).expect("valid quota"))
+                .mode(LimitMode::FailFast)
+                .build();
+            ours.push(time_threads(threads, move || {
+                black_box(limiter.check().is_ok());
+            }));
+            let n = NonZeroU32::new(rate).expect("non-zero");
+            let governor = governor::RateLimiter::direct(governor::Quota::per_second(n).allow_burst(n));
+            peer.push(time_threads(threads, move || {
+                black_box(governor.check().is_ok());
+            }));
+        }
+        let (ours, peer) = (median(ours), median(peer));
+        eprintln!("limiter check, {threads} thread(s): ours {ours:.1} ns/op, governor {peer:.1} ns/op");
+        println!(
+            "{{\"bench\":\"limiter_check_{threads}t\",\"unit\":\"ns/op\",\"ours\":{ours:.2},\"peer\":\"governor\",\"peer_value\":{peer:.2},\"ratio\":{:.3}}}",
+            peer / ours
+        );
+    }
+}
