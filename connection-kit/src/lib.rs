@@ -7,6 +7,7 @@
 //! | feature | crate | what it brings |
 //! |---|---|---|
 //! | `core` (default) | `connection-core` | traits, state machine, events, metrics, supervisor |
+//! | `retry` | `connection-retry` | backoff strategies, retry, circuit breaker, rate limiting, bulkhead |
 //!
 //! With `core` on, its main names are also at the root:
 //!
@@ -26,6 +27,11 @@
 #[cfg(feature = "core")]
 #[cfg_attr(docsrs, doc(cfg(feature = "core")))]
 pub use connection_core as core;
+
+/// Resilience policies (the `connection-retry` crate).
+#[cfg(feature = "retry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
+pub use connection_retry as retry;
 
 #[cfg(feature = "core")]
 #[cfg_attr(docsrs, doc(cfg(feature = "core")))]
