@@ -4,7 +4,10 @@
 //! permitted call costs, which is what every call through a healthy limiter pays. The
 //! peer is set up as governor's users would (`RateLimiter::direct` with its default
 //! clock); ours reads tokio's clock so that paused-time tests work.
-#![allow(clippy::print_stdout, reason = "benchmarks report JSON lines on stdout")]
+#![allow(
+    clippy::print_stdout,
+    reason = "benchmarks report JSON lines on stdout"
+)]
 #![allow(missing_docs, reason = "bench binary")]
 
 use std::hint::black_box;
@@ -57,13 +60,16 @@ fn main() {
                 black_box(limiter.check().is_ok());
             }));
             let n = NonZeroU32::new(rate).expect("non-zero");
-            let governor = governor::RateLimiter::direct(governor::Quota::per_second(n).allow_burst(n));
+            let governor =
+                governor::RateLimiter::direct(governor::Quota::per_second(n).allow_burst(n));
             peer.push(time_threads(threads, move || {
                 black_box(governor.check().is_ok());
             }));
         }
         let (ours, peer) = (median(ours), median(peer));
-        eprintln!("limiter check, {threads} thread(s): ours {ours:.1} ns/op, governor {peer:.1} ns/op");
+        eprintln!(
+            "limiter check, {threads} thread(s): ours {ours:.1} ns/op, governor {peer:.1} ns/op"
+        );
         println!(
             "{{\"bench\":\"limiter_check_{threads}t\",\"unit\":\"ns/op\",\"ours\":{ours:.2},\"peer\":\"governor\",\"peer_value\":{peer:.2},\"ratio\":{:.3}}}",
             peer / ours
