@@ -130,7 +130,7 @@ async fn refusals_and_waits_are_events() {
         .events(EventSink::named(bus.clone(), "api"))
         .build();
     limiter.check().unwrap();
-    limiter.check().unwrap_err();
+    let _refused = limiter.check().unwrap_err();
     let e = events.next().await.unwrap().unwrap();
     assert_eq!(&*e.name, "api");
     assert!(

@@ -22,7 +22,10 @@ const LIBRARY_CRATES: &[&str] = &[
 /// `cargo xtask bench` groups: name, package, bench target.
 const BENCH_GROUPS: &[(&str, &str, &str)] = &[
     ("metrics", "connection-core", "metrics"),
+    ("retry", "connection-retry", "retry"),
+    ("retry", "connection-retry", "breaker"),
     ("retry", "connection-retry", "limit"),
+    ("retry", "connection-retry", "stack"),
 ];
 
 fn main() -> ExitCode {
