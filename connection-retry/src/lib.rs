@@ -51,6 +51,7 @@ pub mod backoff;
 pub mod breaker;
 pub mod bulkhead;
 mod classify;
+mod env;
 mod events;
 mod ext;
 pub mod limit;
