@@ -2,9 +2,11 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use connection_core::{Backoff, ConfigError, Error};
+
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
 
@@ -57,12 +59,11 @@ impl fmt::Debug for Schedule {
 /// computed in whole nanoseconds with saturating arithmetic, so any attempt number (up
 /// to `u32::MAX`) gives a delay between zero and the ceiling, never a panic.
 ///
-/// Cloning copies the random state: a clone draws the same jitter as the original.
-/// Build one strategy per independent user (an unseeded build seeds itself from the
-/// operating system) or give each its own [`seed`](BackoffBuilder::seed). A
-/// [`RetryPolicy`](crate::retry::RetryPolicy) does this itself: each of its runs draws
-/// from a stream of its own.
-#[derive(Clone)]
+/// A clone is another user of the same settings: it starts from a fresh state and draws
+/// its jitter from a random stream of its own (derived from the seed and the clone's
+/// number), so connections handed clones of one strategy do not retry in lockstep, and a
+/// seeded strategy stays reproducible. A [`RetryPolicy`](crate::retry::RetryPolicy) does
+/// the same for each of its runs.
 pub struct BackoffStrategy {
     schedule: Schedule,
     /// First delay in nanoseconds (unused by custom schedules).
@@ -75,6 +76,16 @@ pub struct BackoffStrategy {
     rng: SmallRng,
     /// The last delay handed out since the last reset, for decorrelated jitter.
     prev: Option<u64>,
+    /// How many clones were made of this strategy and its clones: numbers their streams.
+    clones: Arc<AtomicU64>,
+}
+
+impl Clone for BackoffStrategy {
+    fn clone(&self) -> Self {
+        let n = self.clones.fetch_add(1, Ordering::Relaxed) + 1;
+        // Spread clone streams far from the small stream numbers `fork` uses.
+        self.with_stream(n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    }
 }
 
 impl BackoffStrategy {
@@ -237,10 +248,21 @@ impl BackoffStrategy {
     /// A copy for one run of a retry policy: same settings, fresh state, and a random
     /// stream of its own (stream 0 is the strategy's own seed).
     pub(crate) fn fork(&self, stream: u64) -> Self {
-        let mut copy = self.clone();
-        copy.rng = SmallRng::seed_from_u64(self.seed.wrapping_add(stream));
-        copy.prev = None;
-        copy
+        self.with_stream(stream)
+    }
+
+    fn with_stream(&self, stream: u64) -> Self {
+        Self {
+            schedule: self.schedule.clone(),
+            initial: self.initial,
+            max: self.max,
+            jitter: self.jitter,
+            max_retries: self.max_retries,
+            seed: self.seed,
+            rng: SmallRng::seed_from_u64(self.seed.wrapping_add(stream)),
+            prev: None,
+            clones: self.clones.clone(),
+        }
     }
 
     /// The schedule's delay for `attempt` before jitter, at most the ceiling.
@@ -396,6 +418,7 @@ impl BackoffBuilder {
             seed,
             rng: SmallRng::seed_from_u64(seed),
             prev: None,
+            clones: Arc::default(),
         })
     }
 }
@@ -657,5 +680,34 @@ mod tests {
         bounds::<BackoffStrategy>();
         let b = BackoffStrategy::custom(|_, _| None).build().unwrap();
         assert!(format!("{b:?}").contains("Custom"));
+    }
+}
+
+#[cfg(test)]
+mod clone_tests {
+    use super::*;
+
+    fn draws(b: &mut BackoffStrategy) -> Vec<Option<Duration>> {
+        (1..=8).map(|n| b.next_delay(n, None)).collect()
+    }
+
+    #[test]
+    fn clones_jitter_independently_and_reproducibly() {
+        let build = || {
+            BackoffStrategy::exponential(Duration::from_millis(100), 2.0)
+                .jitter(Jitter::Full)
+                .seed(11)
+                .build()
+                .unwrap()
+        };
+        let mut original = build();
+        let mut clone = original.clone();
+        assert_ne!(
+            draws(&mut original),
+            draws(&mut clone),
+            "clones must not jitter in lockstep"
+        );
+        // The first clone of the same seeded strategy draws the same, run after run.
+        assert_eq!(draws(&mut build().clone()), draws(&mut build().clone()));
     }
 }

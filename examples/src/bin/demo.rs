@@ -2,7 +2,8 @@
 //!
 //! Three supervised connections share one event bus:
 //! - `direct` talks straight to an echo server;
-//! - `via-proxy` goes through a fault-injecting proxy and probes every 200 ms;
+//! - `via-proxy` goes through a fault-injecting proxy, probes every 200 ms, and connects
+//!   through a circuit breaker that opens after 2 failed connects in a row;
 //! - `denied` reaches a server that refuses it with a non-retryable error.
 //!
 //! Then the script kills the echo server, restarts it on the same port, blackholes the
@@ -14,9 +15,9 @@
 use std::time::Duration;
 
 use connection_kit::core::metrics::to_prometheus;
+use connection_kit::retry::{BackoffStrategy, CircuitBreaker, EventSink, Jitter, ResilienceExt};
 use connection_kit::{
-    ConnectionState, ConstantBackoff, EventBus, EventFilter, MetricsSnapshot, Severity, Supervisor,
-    SupervisorHandle,
+    ConnectionState, EventBus, EventFilter, MetricsSnapshot, Severity, Supervisor, SupervisorHandle,
 };
 use connection_testkit::{FaultProxy, LoopbackServer, TcpEchoServer, TcpEchoTransport};
 use futures::StreamExt;
@@ -57,17 +58,27 @@ async fn main() -> Result<(), BoxError> {
         }
     });
 
-    let backoff = ConstantBackoff::new(Duration::from_millis(250));
+    // Reconnect after 100 ms, doubling to at most 400 ms, with equal jitter so the
+    // connections do not retry in lockstep.
+    let backoff = BackoffStrategy::exponential(Duration::from_millis(100), 2.0)
+        .max_delay(Duration::from_millis(400))
+        .jitter(Jitter::Equal)
+        .build()?;
+    let breaker = CircuitBreaker::builder()
+        .consecutive_failures(2)
+        .wait(Duration::from_millis(300))
+        .events(EventSink::named(bus.clone(), "breaker"))
+        .build()?;
     let direct = Supervisor::new(TcpEchoTransport::new(echo.addr())?)
         .name("direct")
         .events(bus.clone())
-        .backoff(backoff)
+        .backoff(backoff.clone())
         .keepalive(Duration::from_millis(500), Duration::from_millis(200))
         .spawn()?;
-    let via_proxy = Supervisor::new(TcpEchoTransport::new(proxy.addr())?)
+    let via_proxy = Supervisor::new(TcpEchoTransport::new(proxy.addr())?.circuit_breaker(breaker))
         .name("via-proxy")
         .events(bus.clone())
-        .backoff(backoff)
+        .backoff(backoff.clone())
         .keepalive(Duration::from_millis(200), Duration::from_millis(150))
         .spawn()?;
     let denied = Supervisor::new(TcpEchoTransport::new(gatekeeper.addr())?.with_banner())
