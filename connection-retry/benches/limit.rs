@@ -3,7 +3,8 @@
 //! Both limiters get a quota so large that every check passes: this measures what a
 //! permitted call costs, which is what every call through a healthy limiter pays. The
 //! peer is set up as governor's users would (`RateLimiter::direct` with its default
-//! clock); ours reads tokio's clock so that paused-time tests work.
+//! clock). Ours is measured twice: with its default clock (tokio's, so that paused-time
+//! tests work) and with the opt-in fast clock (`limiter_check_fast_*`).
 #![allow(
     clippy::print_stdout,
     reason = "benchmarks report JSON lines on stdout"
@@ -15,7 +16,7 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Barrier};
 use std::time::Instant;
 
-use connection_retry::limit::{LimitMode, Quota, RateLimiter};
+use connection_retry::limit::{LimitMode, LimiterClock, Quota, RateLimiter};
 
 const OPS: u64 = 5_000_000;
 const ROUNDS: usize = 5;
@@ -62,29 +63,35 @@ fn main() {
     );
     eprintln!("one tokio::time::Instant::now(): {clock:.1} ns");
     let rate = 1_000_000_000u32;
-    for threads in [1usize, 2] {
-        let (mut ours, mut peer) = (vec![], vec![]);
-        for _ in 0..ROUNDS {
-            let limiter = RateLimiter::builder(Quota::per_second(rate, rate).expect("valid quota"))
-                .mode(LimitMode::FailFast)
-                .build();
-            ours.push(time_threads(threads, move || {
-                black_box(limiter.check().is_ok());
-            }));
-            let n = NonZeroU32::new(rate).expect("non-zero");
-            let governor =
-                governor::RateLimiter::direct(governor::Quota::per_second(n).allow_burst(n));
-            peer.push(time_threads(threads, move || {
-                black_box(governor.check().is_ok());
-            }));
+    let n = NonZeroU32::new(rate).expect("non-zero");
+    let quota = Quota::per_second(rate, rate).expect("valid quota");
+    for (label, clock) in [
+        ("", LimiterClock::tokio as fn() -> LimiterClock),
+        ("_fast", LimiterClock::fast),
+    ] {
+        for threads in [1usize, 2] {
+            let (mut ours, mut peer) = (vec![], vec![]);
+            for _ in 0..ROUNDS {
+                let limiter = RateLimiter::builder(quota)
+                    .mode(LimitMode::FailFast)
+                    .clock(clock())
+                    .build();
+                ours.push(time_threads(threads, move || {
+                    black_box(limiter.check().is_ok());
+                }));
+                let governor =
+                    governor::RateLimiter::direct(governor::Quota::per_second(n).allow_burst(n));
+                peer.push(time_threads(threads, move || {
+                    black_box(governor.check().is_ok());
+                }));
+            }
+            let (ours, peer) = (median(ours), median(peer));
+            let name = format!("limiter_check{label}_{threads}t");
+            eprintln!("{name}: ours {ours:.1} ns/op, governor {peer:.1} ns/op");
+            println!(
+                "{{\"bench\":\"{name}\",\"unit\":\"ns/op\",\"ours\":{ours:.2},\"peer\":\"governor\",\"peer_value\":{peer:.2},\"ratio\":{:.3}}}",
+                peer / ours
+            );
         }
-        let (ours, peer) = (median(ours), median(peer));
-        eprintln!(
-            "limiter check, {threads} thread(s): ours {ours:.1} ns/op, governor {peer:.1} ns/op"
-        );
-        println!(
-            "{{\"bench\":\"limiter_check_{threads}t\",\"unit\":\"ns/op\",\"ours\":{ours:.2},\"peer\":\"governor\",\"peer_value\":{peer:.2},\"ratio\":{:.3}}}",
-            peer / ours
-        );
     }
 }

@@ -201,3 +201,21 @@ fn config_from_serde_and_env_is_validated() {
     .unwrap_err();
     assert_eq!(err.field(), "mode");
 }
+
+#[test]
+fn fast_clock_limits_on_real_time() {
+    use connection_retry::limit::LimiterClock;
+    let limiter = RateLimiter::builder(Quota::per_minute(1, 2).unwrap())
+        .mode(LimitMode::FailFast)
+        .clock(LimiterClock::fast())
+        .build();
+    limiter.check().unwrap();
+    limiter.check().unwrap();
+    let refused = limiter.check().unwrap_err();
+    // About a minute away; a little less, since real time has passed since the burst.
+    let wait = refused.retry_after.unwrap();
+    assert!(
+        wait > Duration::from_secs(59) && wait <= Duration::from_secs(60),
+        "{wait:?}"
+    );
+}

@@ -1,10 +1,11 @@
 //! Rate limiting on governor's GCRA: [`RateLimiter`] and [`KeyedRateLimiter`].
 //!
 //! Design choices, and why:
-//! - **One clock.** The limiter reads tokio's clock ([`TokioClock`]) and waits with
-//!   tokio's timer. governor's own `until_ready` sleeps on `futures-timer` and its clocks
+//! - **One clock.** The limiter reads tokio's clock ([`LimiterClock::tokio`], the
+//!   default) and waits with tokio's timer. governor's own `until_ready` sleeps on `futures-timer` and its clocks
 //!   read real time; neither moves on paused tokio time, so tests of code behind a
-//!   limiter would hang or sleep for real.
+//!   limiter would hang or sleep for real. Production code that never pauses time can
+//!   pick [`LimiterClock::fast`] for cheaper checks.
 //! - **Shared by clones.** A limiter is an `Arc` inside: every clone of a wrapped
 //!   transport or client draws from the same quota. (tower's `RateLimit` keeps one per
 //!   clone, so N clones get N times the rate.)
@@ -58,15 +59,15 @@ use rand::{Rng, SeedableRng};
 
 use crate::EventSink;
 
-pub use clock::{TokioClock, TokioInstant};
+pub use clock::{LimiterClock, LimiterInstant};
 pub use config::{LimitModeConfig, RateLimitConfig};
 pub use quota::Quota;
 pub use transport::{KeyedRateLimit, RateLimit};
 
 type Direct =
-    governor::RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<TokioInstant>>;
+    governor::RateLimiter<NotKeyed, InMemoryState, LimiterClock, NoOpMiddleware<LimiterInstant>>;
 type Keyed<K> =
-    governor::RateLimiter<K, DashMapStateStore<K>, TokioClock, NoOpMiddleware<TokioInstant>>;
+    governor::RateLimiter<K, DashMapStateStore<K>, LimiterClock, NoOpMiddleware<LimiterInstant>>;
 
 /// What to do when no permit is available.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,9 +134,17 @@ pub struct RateLimiterBuilder {
     seed: Option<u64>,
     events: Option<EventSink>,
     max_keys: usize,
+    clock: LimiterClock,
 }
 
 impl RateLimiterBuilder {
+    /// The clock to read (default [`LimiterClock::tokio`], which paused-time tests
+    /// need; [`LimiterClock::fast`] is cheaper in production).
+    pub fn clock(mut self, clock: LimiterClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// Wait for permits (the default) or fail fast.
     pub fn mode(mut self, mode: LimitMode) -> Self {
         self.mode = mode;
@@ -184,10 +193,11 @@ impl RateLimiterBuilder {
 
     /// A limiter for all calls together.
     pub fn build(self) -> RateLimiter {
-        let limiter = Direct::direct_with_clock(self.quota.to_governor(), TokioClock);
+        let limiter = Direct::direct_with_clock(self.quota.to_governor(), self.clock.clone());
         RateLimiter {
             inner: Arc::new(DirectInner {
                 limiter,
+                clock: self.clock.clone(),
                 policy: self.policy(),
                 quota: self.quota,
             }),
@@ -196,10 +206,11 @@ impl RateLimiterBuilder {
 
     /// A limiter with one quota per key.
     pub fn build_keyed<K: Hash + Eq + Clone + Send + Sync + 'static>(self) -> KeyedRateLimiter<K> {
-        let limiter = Keyed::dashmap_with_clock(self.quota.to_governor(), TokioClock);
+        let limiter = Keyed::dashmap_with_clock(self.quota.to_governor(), self.clock.clone());
         KeyedRateLimiter {
             inner: Arc::new(KeyedInner {
                 limiter,
+                clock: self.clock.clone(),
                 policy: self.policy(),
                 quota: self.quota,
                 max_keys: self.max_keys,
@@ -217,6 +228,7 @@ pub struct RateLimiter {
 
 struct DirectInner {
     limiter: Direct,
+    clock: LimiterClock,
     policy: Policy,
     quota: Quota,
 }
@@ -236,13 +248,14 @@ impl RateLimiter {
             seed: None,
             events: None,
             max_keys: 100_000,
+            clock: LimiterClock::default(),
         }
     }
 
     /// Takes a permit if one is free now; never waits, whatever the mode.
     pub fn check(&self) -> Result<(), Rejected> {
         self.inner.limiter.check().map_err(|not_until| {
-            let wait = not_until.wait_time_from(TokioClock.now());
+            let wait = not_until.wait_time_from(self.inner.clock.now());
             if let Some(events) = &self.inner.policy.events {
                 events.publish(EventKind::RateLimited { retry_after: wait });
             }
@@ -257,7 +270,7 @@ impl RateLimiter {
             match self.inner.limiter.check() {
                 Ok(()) => return Ok(()),
                 Err(not_until) => {
-                    let wait = not_until.wait_time_from(TokioClock.now());
+                    let wait = not_until.wait_time_from(self.inner.clock.now());
                     let sleep = self.inner.policy.on_refusal(wait)?;
                     // Another waiter may take the permit first; then we loop and wait
                     // again, which keeps the quota exact.
@@ -327,6 +340,7 @@ impl<K: Hash + Eq + Clone> Clone for KeyedRateLimiter<K> {
 
 struct KeyedInner<K: Hash + Eq + Clone> {
     limiter: Keyed<K>,
+    clock: LimiterClock,
     policy: Policy,
     quota: Quota,
     max_keys: usize,
@@ -361,7 +375,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedRateLimiter<K> {
     pub fn check_key(&self, key: &K) -> Result<(), Rejected> {
         self.admit_key()?;
         self.inner.limiter.check_key(key).map_err(|not_until| {
-            let wait = not_until.wait_time_from(TokioClock.now());
+            let wait = not_until.wait_time_from(self.inner.clock.now());
             if let Some(events) = &self.inner.policy.events {
                 events.publish(EventKind::RateLimited { retry_after: wait });
             }
@@ -376,7 +390,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedRateLimiter<K> {
             match self.inner.limiter.check_key(key) {
                 Ok(()) => return Ok(()),
                 Err(not_until) => {
-                    let wait = not_until.wait_time_from(TokioClock.now());
+                    let wait = not_until.wait_time_from(self.inner.clock.now());
                     tokio::time::sleep(self.inner.policy.on_refusal(wait)?).await;
                 }
             }
