@@ -19,49 +19,23 @@
 )]
 #![allow(missing_docs, reason = "bench binary")]
 
+mod support;
+
 use std::hint::black_box;
-use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use connection_core::Rejected;
 use connection_retry::breaker::CircuitBreaker;
 use failsafe::CircuitBreaker as _;
+use support::{median, time_threads};
 
 const OPS: u64 = 5_000_000;
 const ROUNDS: usize = 5;
 
-fn time_threads(threads: usize, op: impl Fn() + Send + Sync + 'static) -> f64 {
-    let op = Arc::new(op);
-    let barrier = Arc::new(Barrier::new(threads + 1));
-    let handles: Vec<_> = (0..threads)
-        .map(|_| {
-            let (op, barrier) = (op.clone(), barrier.clone());
-            std::thread::spawn(move || {
-                barrier.wait();
-                for _ in 0..OPS {
-                    op();
-                }
-            })
-        })
-        .collect();
-    barrier.wait();
-    let started = Instant::now();
-    for h in handles {
-        h.join().expect("bench thread panicked");
-    }
-    // Nanoseconds per operation as one caller sees it.
-    started.elapsed().as_nanos() as f64 / OPS as f64
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// Times our breaker and checks it counted every call.
 fn time_ours(threads: usize, breaker: CircuitBreaker) -> f64 {
     let shared = breaker.clone();
-    let ns = time_threads(threads, move || {
+    let ns = time_threads(threads, OPS, move || {
         black_box(shared.call(|| Ok::<u32, Rejected>(black_box(1))).is_ok());
     });
     let stats = breaker.stats();
@@ -118,8 +92,8 @@ fn main() {
         // Alternate every contender within each round so drift hits all alike.
         for _ in 0..ROUNDS {
             default.push(time_ours(threads, ours_default()));
-            rec.push(time_threads(threads, recloser()));
-            fs.push(time_threads(threads, failsafe()));
+            rec.push(time_threads(threads, OPS, recloser()));
+            fs.push(time_threads(threads, OPS, failsafe()));
             count.push(time_ours(threads, ours_count()));
             time.push(time_ours(threads, ours_time()));
         }

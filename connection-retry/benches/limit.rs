@@ -11,43 +11,16 @@
 )]
 #![allow(missing_docs, reason = "bench binary")]
 
+mod support;
+
 use std::hint::black_box;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Barrier};
-use std::time::Instant;
 
 use connection_retry::limit::{LimitMode, LimiterClock, Quota, RateLimiter};
+use support::{median, time_threads};
 
 const OPS: u64 = 5_000_000;
 const ROUNDS: usize = 5;
-
-fn time_threads(threads: usize, op: impl Fn() + Send + Sync + 'static) -> f64 {
-    let op = Arc::new(op);
-    let barrier = Arc::new(Barrier::new(threads + 1));
-    let handles: Vec<_> = (0..threads)
-        .map(|_| {
-            let (op, barrier) = (op.clone(), barrier.clone());
-            std::thread::spawn(move || {
-                barrier.wait();
-                for _ in 0..OPS {
-                    op();
-                }
-            })
-        })
-        .collect();
-    barrier.wait();
-    let started = Instant::now();
-    for h in handles {
-        h.join().expect("bench thread panicked");
-    }
-    // Nanoseconds per operation as one caller sees it.
-    started.elapsed().as_nanos() as f64 / OPS as f64
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn main() {
     // What separates the two: governor's default clock reads the TSC through quanta;
@@ -55,7 +28,7 @@ fn main() {
     let clock = median(
         (0..ROUNDS)
             .map(|_| {
-                time_threads(1, || {
+                time_threads(1, OPS, || {
                     black_box(tokio::time::Instant::now());
                 })
             })
@@ -76,12 +49,12 @@ fn main() {
                     .mode(LimitMode::FailFast)
                     .clock(clock())
                     .build();
-                ours.push(time_threads(threads, move || {
+                ours.push(time_threads(threads, OPS, move || {
                     black_box(limiter.check().is_ok());
                 }));
                 let governor =
                     governor::RateLimiter::direct(governor::Quota::per_second(n).allow_burst(n));
-                peer.push(time_threads(threads, move || {
+                peer.push(time_threads(threads, OPS, move || {
                     black_box(governor.check().is_ok());
                 }));
             }
