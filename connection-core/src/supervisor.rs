@@ -437,13 +437,15 @@ impl<T: Transport, B: Backoff> Task<T, B> {
         let next = match &reason {
             DisconnectReason::Shutdown => Next::Stop,
             DisconnectReason::Restart => Next::Reconnect,
-            DisconnectReason::Error(e) | DisconnectReason::ProbeFailed(e) if !e.is_retryable() => {
-                Next::Fail
+            DisconnectReason::Error(e) | DisconnectReason::ProbeFailed(e) => {
+                if e.is_retryable() {
+                    Next::Retry(Some(e.clone()))
+                } else {
+                    Next::Fail
+                }
             }
-            other => Next::Retry(other.error().map(|_| match other {
-                DisconnectReason::Error(e) | DisconnectReason::ProbeFailed(e) => e.clone(),
-                _ => unreachable_error(&shared.endpoint),
-            })),
+            // The peer closed cleanly: reconnect, with no error for the backoff to see.
+            _ => Next::Retry(None),
         };
         shared.publish(EventKind::Disconnected { reason });
         if matches!(next, Next::Reconnect) {
@@ -491,15 +493,6 @@ impl<T: Transport, B: Backoff> Task<T, B> {
             }
         }
     }
-}
-
-/// Never called: `DisconnectReason::error()` is `Some` only for the two variants matched
-/// before it. Kept as a value instead of a panic so a future variant cannot crash the
-/// task.
-fn unreachable_error(endpoint: &Endpoint) -> Arc<Error> {
-    Arc::new(Error::Closed {
-        endpoint: endpoint.clone(),
-    })
 }
 
 fn signal_reason(signal: Signal) -> DisconnectReason {
