@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | `core` (default) | `connection-core` | traits, state machine, events, metrics, supervisor |
 //! | `retry` | `connection-retry` | backoff strategies, retry, circuit breaker, rate limiting, bulkhead |
+//! | `pool` | `connection-pool` | `Pool` and `KeyedPool`: bounded, fair, cancellation-safe pooling |
 //!
 //! With `core` on, its main names are also at the root:
 //!
@@ -32,6 +33,11 @@ pub use connection_core as core;
 #[cfg(feature = "retry")]
 #[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
 pub use connection_retry as retry;
+
+/// Connection pools (the `connection-pool` crate).
+#[cfg(feature = "pool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "pool")))]
+pub use connection_pool as pool;
 
 #[cfg(feature = "core")]
 #[cfg_attr(docsrs, doc(cfg(feature = "core")))]

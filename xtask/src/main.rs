@@ -15,6 +15,7 @@ use std::time::Instant;
 const LIBRARY_CRATES: &[&str] = &[
     "connection-core",
     "connection-retry",
+    "connection-pool",
     "connection-testkit",
     "connection-kit",
 ];
@@ -26,6 +27,7 @@ const BENCH_GROUPS: &[(&str, &str, &str)] = &[
     ("retry", "connection-retry", "breaker"),
     ("retry", "connection-retry", "limit"),
     ("retry", "connection-retry", "stack"),
+    ("pool", "connection-pool", "pool"),
 ];
 
 fn main() -> ExitCode {

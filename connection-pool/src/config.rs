@@ -1,0 +1,332 @@
+//! [`PoolConfig`]: the pool's settings, through a validating builder or serde.
+//!
+//! Both ways end in [`PoolConfig::validate`], so a zero `max_size` or a `min_idle` above
+//! `max_size` is refused with a [`ConfigError`] naming the field, however it came in.
+//! Serde fields take durations in milliseconds (`wait_timeout_ms`, ...); an absent
+//! optional duration (or `null`) turns the feature off.
+//!
+//! ```
+//! use connection_pool::{Fairness, PoolConfig, QueueOrder};
+//! use std::time::Duration;
+//!
+//! let cfg = PoolConfig::builder()
+//!     .max_size(16)
+//!     .min_idle(2)
+//!     .idle_timeout(Some(Duration::from_secs(60)))
+//!     .queue_order(QueueOrder::Fifo)
+//!     .fairness(Fairness::Throughput)
+//!     .build()?;
+//! assert_eq!(cfg.max_size, 16);
+//!
+//! let err = PoolConfig::builder().max_size(2).min_idle(3).build().unwrap_err();
+//! assert_eq!(err.field(), "min_idle");
+//!
+//! let json: PoolConfig = serde_json::from_str(r#"{"max_size": 4, "wait_timeout_ms": 250}"#)?;
+//! assert_eq!(json.wait_timeout, Some(Duration::from_millis(250)));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::time::Duration;
+
+use connection_core::ConfigError;
+use connection_core::require_nonzero;
+
+/// Which idle connection a checkout takes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueOrder {
+    /// The most recently returned: a few connections stay hot and the rest age out
+    /// through `idle_timeout`. The default.
+    #[default]
+    Lifo,
+    /// The least recently returned: load spreads over every connection.
+    Fifo,
+}
+
+/// How waiting tasks and newcomers share returned connections.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fairness {
+    /// First come, first served: a newcomer queues behind every waiter, and a returned
+    /// connection is handed straight to the oldest waiter. The default.
+    #[default]
+    Strict,
+    /// A task that asks while a connection is idle takes it even when others wait
+    /// (barging). Waiters are woken one per returned connection and may lose it to a
+    /// newcomer; faster under contention, with no bound on how long one waiter waits.
+    Throughput,
+}
+
+/// The pool's settings. Build with [`PoolConfig::builder`] or deserialize.
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+#[serde(try_from = "RawConfig")]
+#[non_exhaustive]
+pub struct PoolConfig {
+    /// Most connections open at once (idle, in use, being created or checked).
+    pub max_size: usize,
+    /// Idle connections the maintainer keeps ready (never more than `max_size` in all).
+    pub min_idle: usize,
+    /// How long `get` waits for a connection; `None` waits for ever.
+    pub wait_timeout: Option<Duration>,
+    /// Limit on one connect attempt.
+    pub create_timeout: Duration,
+    /// Limit on one validation or keepalive probe; `None` turns checkout validation off.
+    pub validate_timeout: Option<Duration>,
+    /// A connection used (or probed) this recently is handed out without a probe.
+    pub recycle_window: Duration,
+    /// Idle connections beyond `min_idle` idle this long are closed; `None` keeps them.
+    pub idle_timeout: Option<Duration>,
+    /// Connections are closed after about this long; `None` keeps them for ever.
+    pub max_lifetime: Option<Duration>,
+    /// Each connection's lifetime is shortened by a random part of up to this fraction of
+    /// `max_lifetime`, so connections created together do not expire together.
+    pub lifetime_jitter: f64,
+    /// How often idle connections are probed; `None` turns keepalive off.
+    pub keepalive_interval: Option<Duration>,
+    /// Which idle connection a checkout takes.
+    pub queue_order: QueueOrder,
+    /// How waiters and newcomers share connections.
+    pub fairness: Fairness,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            max_size: 10,
+            min_idle: 0,
+            wait_timeout: Some(Duration::from_secs(30)),
+            create_timeout: Duration::from_secs(10),
+            validate_timeout: Some(Duration::from_secs(5)),
+            recycle_window: Duration::from_millis(500),
+            idle_timeout: Some(Duration::from_secs(600)),
+            max_lifetime: Some(Duration::from_secs(1800)),
+            lifetime_jitter: 0.025,
+            keepalive_interval: None,
+            queue_order: QueueOrder::Lifo,
+            fairness: Fairness::Strict,
+        }
+    }
+}
+
+impl PoolConfig {
+    /// A builder starting from the defaults.
+    pub fn builder() -> PoolConfigBuilder {
+        PoolConfigBuilder {
+            config: Self::default(),
+        }
+    }
+
+    /// Checks every rule; the error names the first bad field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_size == 0 {
+            return Err(ConfigError::new("max_size", "must be greater than zero"));
+        }
+        if self.min_idle > self.max_size {
+            return Err(ConfigError::new(
+                "min_idle",
+                format!("{} is more than max_size {}", self.min_idle, self.max_size),
+            ));
+        }
+        if let Some(d) = self.wait_timeout {
+            require_nonzero("wait_timeout", d)?;
+        }
+        require_nonzero("create_timeout", self.create_timeout)?;
+        if let Some(d) = self.validate_timeout {
+            require_nonzero("validate_timeout", d)?;
+        }
+        if let Some(d) = self.idle_timeout {
+            require_nonzero("idle_timeout", d)?;
+        }
+        if let Some(d) = self.max_lifetime {
+            require_nonzero("max_lifetime", d)?;
+        }
+        if let Some(d) = self.keepalive_interval {
+            require_nonzero("keepalive_interval", d)?;
+        }
+        if !(0.0..=0.5).contains(&self.lifetime_jitter) {
+            return Err(ConfigError::new(
+                "lifetime_jitter",
+                format!("{} is outside 0.0..=0.5", self.lifetime_jitter),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether anything needs the background maintainer.
+    pub(crate) fn needs_maintainer(&self) -> bool {
+        self.min_idle > 0
+            || self.idle_timeout.is_some()
+            || self.max_lifetime.is_some()
+            || self.keepalive_interval.is_some()
+    }
+}
+
+/// Builds a [`PoolConfig`]; [`build`](Self::build) validates.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct PoolConfigBuilder {
+    config: PoolConfig,
+}
+
+macro_rules! setter {
+    ($(#[$doc:meta])* $name:ident: $ty:ty) => {
+        $(#[$doc])*
+        pub fn $name(mut self, value: $ty) -> Self {
+            self.config.$name = value;
+            self
+        }
+    };
+}
+
+impl PoolConfigBuilder {
+    setter!(
+        /// Most connections open at once (default 10).
+        max_size: usize
+    );
+    setter!(
+        /// Idle connections kept ready by the maintainer (default 0).
+        min_idle: usize
+    );
+    setter!(
+        /// How long `get` waits; `None` waits for ever (default 30 s).
+        wait_timeout: Option<Duration>
+    );
+    setter!(
+        /// Limit on one connect attempt (default 10 s).
+        create_timeout: Duration
+    );
+    setter!(
+        /// Limit on one probe; `None` turns checkout validation off (default 5 s).
+        validate_timeout: Option<Duration>
+    );
+    setter!(
+        /// Skip checkout validation for connections used this recently (default 500 ms).
+        recycle_window: Duration
+    );
+    setter!(
+        /// Close idle connections beyond `min_idle` after this long (default 10 min).
+        idle_timeout: Option<Duration>
+    );
+    setter!(
+        /// Close connections after about this long (default 30 min).
+        max_lifetime: Option<Duration>
+    );
+    setter!(
+        /// Fraction of `max_lifetime` randomly taken off each lifetime, 0.0..=0.5
+        /// (default 0.025).
+        lifetime_jitter: f64
+    );
+    setter!(
+        /// Probe idle connections this often; `None` turns keepalive off (default off).
+        keepalive_interval: Option<Duration>
+    );
+    setter!(
+        /// LIFO (default) or FIFO reuse of idle connections.
+        queue_order: QueueOrder
+    );
+    setter!(
+        /// Strict FIFO (default) or throughput (barging) service of waiters.
+        fairness: Fairness
+    );
+
+    /// Validates and returns the settings.
+    pub fn build(self) -> Result<PoolConfig, ConfigError> {
+        self.config.validate()?;
+        Ok(self.config)
+    }
+}
+
+/// The serde form: durations in milliseconds, every field optional.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    max_size: Option<usize>,
+    min_idle: Option<usize>,
+    #[serde(default, with = "opt_ms")]
+    wait_timeout_ms: Option<Option<u64>>,
+    create_timeout_ms: Option<u64>,
+    #[serde(default, with = "opt_ms")]
+    validate_timeout_ms: Option<Option<u64>>,
+    recycle_window_ms: Option<u64>,
+    #[serde(default, with = "opt_ms")]
+    idle_timeout_ms: Option<Option<u64>>,
+    #[serde(default, with = "opt_ms")]
+    max_lifetime_ms: Option<Option<u64>>,
+    lifetime_jitter: Option<f64>,
+    #[serde(default, with = "opt_ms")]
+    keepalive_interval_ms: Option<Option<u64>>,
+    queue_order: Option<QueueOrder>,
+    fairness: Option<Fairness>,
+}
+
+/// Tells an absent field (keep the default) from an explicit `null` (turn it off).
+mod opt_ms {
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<u64>>, D::Error> {
+        Ok(Some(Option::<u64>::deserialize(d)?))
+    }
+}
+
+impl TryFrom<RawConfig> for PoolConfig {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawConfig) -> Result<Self, ConfigError> {
+        let ms = Duration::from_millis;
+        let d = Self::default();
+        let config = Self {
+            max_size: raw.max_size.unwrap_or(d.max_size),
+            min_idle: raw.min_idle.unwrap_or(d.min_idle),
+            wait_timeout: raw.wait_timeout_ms.map_or(d.wait_timeout, |v| v.map(ms)),
+            create_timeout: raw.create_timeout_ms.map_or(d.create_timeout, ms),
+            validate_timeout: raw
+                .validate_timeout_ms
+                .map_or(d.validate_timeout, |v| v.map(ms)),
+            recycle_window: raw.recycle_window_ms.map_or(d.recycle_window, ms),
+            idle_timeout: raw.idle_timeout_ms.map_or(d.idle_timeout, |v| v.map(ms)),
+            max_lifetime: raw.max_lifetime_ms.map_or(d.max_lifetime, |v| v.map(ms)),
+            lifetime_jitter: raw.lifetime_jitter.unwrap_or(d.lifetime_jitter),
+            keepalive_interval: raw
+                .keepalive_interval_ms
+                .map_or(d.keepalive_interval, |v| v.map(ms)),
+            queue_order: raw.queue_order.unwrap_or(d.queue_order),
+            fairness: raw.fairness.unwrap_or(d.fairness),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_fields_are_named() {
+        let err = PoolConfig::builder().max_size(0).build().unwrap_err();
+        assert_eq!(err.field(), "max_size");
+        let err = PoolConfig::builder()
+            .create_timeout(Duration::ZERO)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field(), "create_timeout");
+        let err = PoolConfig::builder()
+            .lifetime_jitter(0.9)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field(), "lifetime_jitter");
+        let err = serde_json::from_str::<PoolConfig>(r#"{"wait_timeout_ms": 0}"#).unwrap_err();
+        assert!(err.to_string().contains("wait_timeout"), "{err}");
+    }
+
+    #[test]
+    fn serde_null_turns_off_and_absent_keeps_default() {
+        let cfg: PoolConfig =
+            serde_json::from_str(r#"{"idle_timeout_ms": null, "fairness": "throughput"}"#).unwrap();
+        assert_eq!(cfg.idle_timeout, None);
+        assert_eq!(cfg.max_lifetime, PoolConfig::default().max_lifetime);
+        assert_eq!(cfg.fairness, Fairness::Throughput);
+    }
+}

@@ -1,0 +1,79 @@
+//! [`PoolError`]: why `get` gave no connection.
+
+use std::sync::Arc;
+
+use connection_core::{Endpoint, Error};
+
+use crate::status::Status;
+
+/// Why [`Pool::get`](crate::Pool::get) returned no connection.
+///
+/// Converts into [`connection_core::Error`] so pool users can keep one error type.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PoolError {
+    /// No connection became available within `wait_timeout`.
+    #[error("no connection to {endpoint} within the wait timeout ({status})")]
+    Timeout {
+        /// The pool's endpoint.
+        endpoint: Endpoint,
+        /// The pool as it was when the wait ended.
+        status: Status,
+        /// The last connect failure the pool saw, if any: often the real reason.
+        last_connect_error: Option<Arc<Error>>,
+    },
+    /// Opening a new connection for this caller failed.
+    #[error("pool could not connect: {source}")]
+    Connect {
+        /// The transport's error.
+        #[source]
+        source: Error,
+    },
+    /// The pool was closed.
+    #[error("pool for {endpoint} is closed")]
+    Closed {
+        /// The pool's endpoint.
+        endpoint: Endpoint,
+    },
+}
+
+impl PoolError {
+    /// Whether asking again may succeed (timeouts and retryable connect failures).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Timeout { .. } => true,
+            Self::Connect { source } => source.is_retryable(),
+            Self::Closed { .. } => false,
+        }
+    }
+
+    /// `true` for [`PoolError::Timeout`].
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout { .. })
+    }
+}
+
+impl From<PoolError> for Error {
+    fn from(e: PoolError) -> Self {
+        match e {
+            PoolError::Connect { source } => source,
+            PoolError::Closed { endpoint } => Error::Shutdown { endpoint },
+            PoolError::Timeout { ref endpoint, .. } => Error::Other {
+                endpoint: endpoint.clone(),
+                retryable: true,
+                source: Box::new(e),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_send_sync_static() {
+        fn assert_bounds<T: Send + Sync + 'static>() {}
+        assert_bounds::<PoolError>();
+    }
+}

@@ -1,0 +1,779 @@
+//! The shared state behind every handle, guard and waiter, and the one place
+//! connections come back to ([`Shared::release`]).
+//!
+//! # Accounting
+//!
+//! `size` counts *slots*: a connection that is idle, held by a caller, being validated
+//! or probed, or a connection being opened. A slot is taken under the lock before any
+//! connect starts, so `size <= max_size` holds at every instant. Every slot outside the
+//! idle deque is owned by exactly one [`Slot`] value, whose `Drop` gives it back; that
+//! is why no await point, cancelled or not, can leak one.
+//!
+//! # Handoff (strict mode)
+//!
+//! A waiter enqueues a oneshot sender. [`Shared::release`] pops the oldest waiter and
+//! sends it the [`Slot`] itself (with its connection, or empty as a right to connect).
+//! If the waiter is gone, `send` gives the slot back and the next waiter is tried. If
+//! the waiter is dropped *after* the send, the slot dies inside the channel and its
+//! `Drop` releases it again, to the next waiter or to idle. So a connection is never
+//! stranded in a dead waiter.
+//!
+//! # Lock order
+//!
+//! One `parking_lot::Mutex` guards the idle deque, the waiter queue and the counts. It is
+//! never held across an await, never held while a [`Slot`] is dropped (drops re-enter
+//! `release`), and no other lock is taken under it except a oneshot's or a `Notify`'s
+//! internal one.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use connection_core::{Connection, ConnectionState, Error, LatencyRecorder, Transport};
+use parking_lot::Mutex;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
+
+use crate::config::{Fairness, PoolConfig, QueueOrder};
+use crate::status::{CloseReason, Counters, PoolMetrics, Status};
+
+/// A connection with the times the pool keeps about it.
+pub(crate) struct Idle<C> {
+    pub(crate) conn: C,
+    /// When this connection must be closed, jitter included.
+    pub(crate) expires: Option<Instant>,
+    /// When it was last returned (idle timeout counts from here).
+    pub(crate) idle_since: Instant,
+    /// When it was last used or probed successfully (validation and keepalive count
+    /// from here).
+    pub(crate) last_ok: Instant,
+}
+
+impl<C: Connection> Idle<C> {
+    pub(crate) fn expired(&self, now: Instant) -> bool {
+        self.expires.is_some_and(|e| now >= e)
+    }
+}
+
+pub(crate) struct Waiter<T: Transport> {
+    id: u64,
+    tx: oneshot::Sender<Slot<T>>,
+}
+
+pub(crate) struct State<T: Transport> {
+    pub(crate) idle: VecDeque<Idle<T::Connection>>,
+    /// Strict mode's queue, oldest first.
+    waiters: VecDeque<Waiter<T>>,
+    /// Throughput mode's count of tasks waiting on `Shared::available`.
+    barging_waiters: usize,
+    pub(crate) size: usize,
+    pub(crate) closed: bool,
+    next_waiter: u64,
+    gets: u64,
+    pub(crate) last_error: Option<Arc<Error>>,
+}
+
+impl<T: Transport> State<T> {
+    fn waiting(&self) -> usize {
+        self.waiters.len() + self.barging_waiters
+    }
+}
+
+pub(crate) struct Shared<T: Transport> {
+    pub(crate) transport: T,
+    pub(crate) config: PoolConfig,
+    /// Whether any setting reads connection times; when none does, the hot path skips
+    /// the clock (two reads per get + drop are a tenth of its cost).
+    pub(crate) uses_clock: bool,
+    pub(crate) state: Padded<Mutex<State<T>>>,
+    /// The total cap shared with the other pools of a `KeyedPool`, if any.
+    pub(crate) cap: Option<Arc<Cap<T>>>,
+    /// Throughput mode: one notification per connection (or slot) given back.
+    available: Notify,
+    /// Wakes the maintainer: a slot was freed, the pool closed, the last handle left.
+    pub(crate) maintainer: Notify,
+    pub(crate) stopped: AtomicBool,
+    pub(crate) handles: AtomicUsize,
+    pub(crate) counters: Counters,
+    pub(crate) wait_time: LatencyRecorder,
+    rng: Mutex<SmallRng>,
+}
+
+/// The lock alone on its cache line: the `Arc`'s reference count, bumped by every
+/// checkout, would otherwise share it and turn each lock into two contended lines.
+#[repr(align(64))]
+pub(crate) struct Padded<T>(T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// What a successful acquire hands over: a slot, with or without a connection.
+pub(crate) struct Slot<T: Transport> {
+    pub(crate) shared: Arc<Shared<T>>,
+    pub(crate) conn: Option<Idle<T::Connection>>,
+    /// Set to discard the connection instead of reusing it.
+    pub(crate) broken: bool,
+    armed: bool,
+}
+
+impl<T: Transport> Slot<T> {
+    pub(crate) fn new(shared: Arc<Shared<T>>, conn: Option<Idle<T::Connection>>) -> Self {
+        Self {
+            shared,
+            conn,
+            broken: false,
+            armed: true,
+        }
+    }
+
+    /// Takes the connection and frees the slot; the connection is no longer counted.
+    pub(crate) fn detach(mut self) -> Option<T::Connection> {
+        let conn = self.conn.take();
+        conn.map(|c| c.conn)
+        // `self` drops here with no connection: the slot goes back.
+    }
+}
+
+impl<T: Transport> Drop for Slot<T> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.armed = false;
+            let conn = self.conn.take();
+            Shared::release(&self.shared, conn, self.broken);
+        }
+    }
+}
+
+impl<T: Transport> Shared<T> {
+    pub(crate) fn new(transport: T, config: PoolConfig, cap: Option<Arc<Cap<T>>>) -> Self {
+        Self {
+            transport,
+            cap,
+            state: Padded(Mutex::new(State {
+                idle: VecDeque::with_capacity(config.max_size),
+                waiters: VecDeque::new(),
+                barging_waiters: 0,
+                size: 0,
+                closed: false,
+                next_waiter: 0,
+                gets: 0,
+                last_error: None,
+            })),
+            uses_clock: config.validate_timeout.is_some()
+                || config.idle_timeout.is_some()
+                || config.max_lifetime.is_some()
+                || config.keepalive_interval.is_some(),
+            config,
+            available: Notify::new(),
+            maintainer: Notify::new(),
+            stopped: AtomicBool::new(false),
+            handles: AtomicUsize::new(1),
+            counters: Counters::default(),
+            wait_time: LatencyRecorder::new(),
+            rng: Mutex::new(SmallRng::from_os_rng()),
+        }
+    }
+
+    fn pop_idle(&self, st: &mut State<T>) -> Option<Idle<T::Connection>> {
+        match self.config.queue_order {
+            QueueOrder::Lifo => st.idle.pop_back(),
+            QueueOrder::Fifo => st.idle.pop_front(),
+        }
+    }
+
+    pub(crate) fn closed_error(&self) -> crate::PoolError {
+        crate::PoolError::Closed {
+            endpoint: self.transport.endpoint().clone(),
+        }
+    }
+
+    fn timeout_error(&self, st: &State<T>) -> crate::PoolError {
+        self.counters.timed_out.fetch_add(1, Ordering::Relaxed);
+        crate::PoolError::Timeout {
+            endpoint: self.transport.endpoint().clone(),
+            status: self.status_locked(st),
+            last_connect_error: st.last_error.clone(),
+        }
+    }
+
+    /// Gives a slot back: to the oldest waiter (strict), else to the idle deque or, with
+    /// no usable connection, by freeing it.
+    ///
+    /// Never called with the lock held: it takes it.
+    pub(crate) fn release(this: &Arc<Self>, conn: Option<Idle<T::Connection>>, broken: bool) {
+        let mut conn = conn;
+        let mut discard = None;
+        if let Some(c) = conn.take() {
+            let now = if this.uses_clock {
+                Instant::now()
+            } else {
+                c.idle_since
+            };
+            if broken || c.conn.state() != ConnectionState::Connected {
+                this.counters.closed(CloseReason::Broken);
+                discard = Some(c);
+            } else if c.expired(now) {
+                this.counters.closed(CloseReason::Lifetime);
+                discard = Some(c);
+            } else {
+                conn = Some(Idle {
+                    idle_since: now,
+                    last_ok: now,
+                    ..c
+                });
+            }
+        }
+        let mut st = this.state.lock();
+        if st.closed {
+            st.size -= 1;
+            drop(st);
+            if let Some(c) = conn {
+                discard = Some(c);
+            }
+            this.discard(discard);
+            this.give_units(1);
+            return;
+        }
+        if this.config.fairness == Fairness::Strict {
+            while let Some(waiter) = st.waiters.pop_front() {
+                match waiter.tx.send(Slot::new(Arc::clone(this), conn.take())) {
+                    Ok(()) => {
+                        this.waiter_left(&st);
+                        drop(st);
+                        this.discard(discard);
+                        return;
+                    }
+                    Err(mut back) => {
+                        // That waiter was cancelled; its slot must not re-enter
+                        // `release` while we hold the lock.
+                        back.armed = false;
+                        conn = back.conn.take();
+                    }
+                }
+            }
+        }
+        // Another key of a keyed pool waits for room: nobody here wants this
+        // connection, so it makes way rather than idling.
+        let make_way =
+            st.barging_waiters == 0 && this.cap.as_ref().is_some_and(|c| c.has_blocked());
+        if let Some(c) = conn.take_if(|_| make_way) {
+            this.counters.closed(CloseReason::Idle);
+            discard = Some(c);
+        }
+        let freed = match conn {
+            Some(c) => {
+                st.idle.push_back(c);
+                false
+            }
+            None => {
+                st.size -= 1;
+                true
+            }
+        };
+        let notify = st.barging_waiters > 0;
+        let refill = freed && st.size < this.config.min_idle;
+        drop(st);
+        if notify {
+            this.available.notify_one();
+        }
+        if refill {
+            this.maintainer.notify_one();
+        }
+        this.discard(discard);
+        if freed {
+            this.give_units(1);
+        }
+    }
+
+    /// Takes one unit of the keyed total, when there is one. Lock-free; may be called
+    /// under the pool lock.
+    pub(crate) fn take_unit(&self) -> bool {
+        self.cap.as_ref().is_none_or(|c| c.try_take())
+    }
+
+    /// Gives units of the keyed total back. Never under the pool lock: it may hand the
+    /// unit to a waiter of another pool, or of this one.
+    pub(crate) fn give_units(&self, n: usize) {
+        if let Some(cap) = &self.cap {
+            if n > 0 {
+                cap.give(n);
+            }
+        }
+    }
+
+    /// Remembers that this pool has a waiter blocked by the keyed total. Called under
+    /// the pool lock (pool lock, then the cap's list: never the other way round).
+    fn block(this: &Arc<Self>) {
+        if let Some(cap) = &this.cap {
+            cap.block(Arc::downgrade(this));
+        }
+    }
+
+    /// After a waiter left: with nobody waiting any more, this pool no longer wants room.
+    fn waiter_left(&self, st: &State<T>) {
+        if let Some(cap) = &self.cap {
+            if st.waiting() == 0 {
+                cap.unblock(self);
+            }
+        }
+    }
+
+    /// A unit of the keyed total was freed: hand it to this pool's oldest waiter.
+    /// Returns whether it was used (or passed to a waiter that will take it).
+    fn grant(this: &Arc<Self>) -> bool {
+        let Some(cap) = &this.cap else { return false };
+        let mut st = this.state.lock();
+        if st.closed || st.size >= this.config.max_size {
+            return false;
+        }
+        if this.config.fairness == Fairness::Throughput {
+            let waiting = st.barging_waiters > 0;
+            drop(st);
+            if waiting {
+                this.available.notify_one();
+            }
+            return waiting;
+        }
+        if st.waiters.iter().all(|w| w.tx.is_closed()) {
+            return false;
+        }
+        if !cap.try_take() {
+            // Someone else took it first; stay in line for the next one.
+            cap.block(Arc::downgrade(this));
+            return true;
+        }
+        st.size += 1;
+        while let Some(waiter) = st.waiters.pop_front() {
+            match waiter.tx.send(Slot::new(Arc::clone(this), None)) {
+                Ok(()) => {
+                    this.waiter_left(&st);
+                    return true;
+                }
+                Err(mut back) => back.armed = false,
+            }
+        }
+        st.size -= 1;
+        cap.untake();
+        false
+    }
+
+    /// Closes the coldest idle connection (the longest idle) to make room elsewhere.
+    pub(crate) fn evict_one(this: &Arc<Self>) -> bool {
+        let mut st = this.state.lock();
+        let Some(c) = st.idle.pop_front() else {
+            return false;
+        };
+        st.size -= 1;
+        drop(st);
+        this.counters.closed(CloseReason::Idle);
+        this.discard(Some(c));
+        this.give_units(1);
+        true
+    }
+
+    /// When this pool's longest-idle connection went idle, if it has one.
+    pub(crate) fn coldest_idle(&self) -> Option<Instant> {
+        self.state.lock().idle.front().map(|c| c.idle_since)
+    }
+
+    /// Closes a connection that left the pool, in the background so that drop paths
+    /// never wait for I/O.
+    pub(crate) fn discard(&self, conn: Option<Idle<T::Connection>>) {
+        let Some(mut c) = conn else { return };
+        let limit = self
+            .config
+            .validate_timeout
+            .unwrap_or(Duration::from_secs(5));
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = tokio::time::timeout(limit, c.conn.close()).await;
+            });
+        }
+    }
+
+    /// Takes an idle connection or a free slot without waiting, or enqueues the caller.
+    pub(crate) fn try_acquire(this: &Arc<Self>) -> Result<Acquire<T>, crate::PoolError> {
+        let mut st = this.state.lock();
+        if st.closed {
+            return Err(this.closed_error());
+        }
+        st.gets += 1;
+        let strict = this.config.fairness == Fairness::Strict;
+        if !strict || st.waiters.is_empty() {
+            if let Some(c) = this.pop_idle(&mut st) {
+                drop(st);
+                return Ok(Acquire::Ready(Slot::new(Arc::clone(this), Some(c))));
+            }
+            if st.size < this.config.max_size {
+                if this.take_unit() {
+                    st.size += 1;
+                    drop(st);
+                    return Ok(Acquire::Ready(Slot::new(Arc::clone(this), None)));
+                }
+                Shared::block(this);
+            }
+        }
+        if strict {
+            let (tx, rx) = oneshot::channel();
+            let id = st.next_waiter;
+            st.next_waiter += 1;
+            st.waiters.push_back(Waiter { id, tx });
+            Ok(Acquire::Queued(id, rx))
+        } else {
+            st.barging_waiters += 1;
+            Ok(Acquire::Barging)
+        }
+    }
+
+    /// Strict mode: waits for a handoff to waiter `id`.
+    pub(crate) async fn wait_handoff(
+        this: &Arc<Self>,
+        id: u64,
+        rx: oneshot::Receiver<Slot<T>>,
+        deadline: Option<Instant>,
+    ) -> Result<Slot<T>, crate::PoolError> {
+        let mut entry = QueueEntry {
+            shared: this,
+            id,
+            rx: Some(rx),
+        };
+        let Some(rx) = entry.rx.as_mut() else {
+            return Err(this.closed_error());
+        };
+        let received = match deadline {
+            Some(d) => tokio::time::timeout_at(d, rx).await.ok(),
+            None => Some(rx.await),
+        };
+        match received {
+            Some(Ok(slot)) => {
+                entry.rx = None;
+                Ok(slot)
+            }
+            // The sender was dropped unsent: the pool closed.
+            Some(Err(_)) => {
+                entry.rx = None;
+                Err(this.closed_error())
+            }
+            None => {
+                let st_removed;
+                {
+                    let mut st = this.state.lock();
+                    st_removed = remove_waiter(&mut st, id);
+                    if st_removed {
+                        this.waiter_left(&st);
+                        let err = this.timeout_error(&st);
+                        drop(st);
+                        entry.rx = None;
+                        return Err(err);
+                    }
+                }
+                // Not in the queue any more: a slot was sent just as time ran out. Use it.
+                let mut rx = entry.rx.take();
+                match rx.as_mut().map(|r| r.try_recv()) {
+                    Some(Ok(slot)) => Ok(slot),
+                    _ => Err(this.closed_error()),
+                }
+            }
+        }
+    }
+
+    /// Throughput mode: waits until a connection or slot can be taken, barging allowed.
+    pub(crate) async fn wait_barging(
+        this: &Arc<Self>,
+        deadline: Option<Instant>,
+    ) -> Result<Slot<T>, crate::PoolError> {
+        let _count = BargingEntry { shared: this };
+        loop {
+            let notified = this.available.notified();
+            tokio::pin!(notified);
+            // Registered before looking, so a release after the look wakes someone.
+            notified.as_mut().enable();
+            {
+                let mut st = this.state.lock();
+                if st.closed {
+                    return Err(this.closed_error());
+                }
+                if let Some(c) = this.pop_idle(&mut st) {
+                    drop(st);
+                    return Ok(Slot::new(Arc::clone(this), Some(c)));
+                }
+                if st.size < this.config.max_size {
+                    if this.take_unit() {
+                        st.size += 1;
+                        drop(st);
+                        return Ok(Slot::new(Arc::clone(this), None));
+                    }
+                    Shared::block(this);
+                }
+            }
+            match deadline {
+                Some(d) => {
+                    if tokio::time::timeout_at(d, notified).await.is_err() {
+                        let st = this.state.lock();
+                        return Err(this.timeout_error(&st));
+                    }
+                }
+                None => notified.await,
+            }
+        }
+    }
+
+    /// Throughput mode: slots were freed outside `release` (maintainer eviction); wake
+    /// that many waiters so they can connect.
+    pub(crate) fn notify_freed(&self, st: &State<T>, n: usize) {
+        for _ in 0..n.min(st.barging_waiters) {
+            self.available.notify_one();
+        }
+    }
+
+    pub(crate) fn wake_all_waiters(&self) {
+        self.available.notify_waiters();
+    }
+
+    pub(crate) fn close_locked(
+        &self,
+        st: &mut State<T>,
+    ) -> (Vec<Idle<T::Connection>>, VecDeque<Waiter<T>>) {
+        st.closed = true;
+        let idle: Vec<_> = st.idle.drain(..).collect();
+        st.size -= idle.len();
+        (idle, std::mem::take(&mut st.waiters))
+    }
+
+    pub(crate) fn status_locked(&self, st: &State<T>) -> Status {
+        Status {
+            size: st.size,
+            idle: st.idle.len(),
+            in_use: st.size - st.idle.len(),
+            waiting: st.waiting(),
+            max_size: self.config.max_size,
+        }
+    }
+
+    pub(crate) fn status(&self) -> Status {
+        self.status_locked(&self.state.lock())
+    }
+
+    pub(crate) fn metrics(&self) -> PoolMetrics {
+        let (status, gets) = {
+            let st = self.state.lock();
+            (self.status_locked(&st), st.gets)
+        };
+        let c = &self.counters;
+        PoolMetrics {
+            status,
+            gets,
+            waited: c.waited.load(Ordering::Relaxed),
+            timed_out: c.timed_out.load(Ordering::Relaxed),
+            created: c.created.load(Ordering::Relaxed),
+            create_failed: c.create_failed.load(Ordering::Relaxed),
+            closed: c.closed_counts(),
+            wait_time: self.wait_time.snapshot(),
+        }
+    }
+
+    /// A new connection's expiry: `max_lifetime` minus a random part of the jitter.
+    pub(crate) fn expiry(&self, now: Instant) -> Option<Instant> {
+        let lifetime = self.config.max_lifetime?;
+        let jitter = lifetime.mul_f64(self.config.lifetime_jitter);
+        let cut = if jitter.is_zero() {
+            Duration::ZERO
+        } else {
+            jitter.mul_f64(self.rng.lock().random::<f64>())
+        };
+        Some(now + lifetime.saturating_sub(cut))
+    }
+
+    /// A uniformly random duration in `[d/2, d]`.
+    pub(crate) fn jittered(&self, d: Duration) -> Duration {
+        d / 2 + (d / 2).mul_f64(self.rng.lock().random::<f64>())
+    }
+
+    /// Opens one connection, bounded by `create_timeout`, counting the outcome.
+    pub(crate) async fn create(&self) -> Result<Idle<T::Connection>, Error> {
+        let limit = self.config.create_timeout;
+        let result = match tokio::time::timeout(limit, self.transport.connect()).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::timeout(self.transport.endpoint(), "connect", limit)),
+        };
+        match result {
+            Ok(conn) => {
+                self.counters.created.fetch_add(1, Ordering::Relaxed);
+                let now = Instant::now();
+                Ok(Idle {
+                    conn,
+                    expires: self.expiry(now),
+                    idle_since: now,
+                    last_ok: now,
+                })
+            }
+            Err(e) => {
+                self.counters.create_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(endpoint = %self.transport.endpoint(), error = %e, "pool connect failed");
+                Err(e)
+            }
+        }
+    }
+
+    /// Records a connect failure for later timeout errors. The error itself goes to the
+    /// caller, so a summary with the same message and endpoint is kept.
+    pub(crate) fn record_error(&self, e: &Error) {
+        let kept = Error::Other {
+            endpoint: self.transport.endpoint().clone(),
+            retryable: e.is_retryable(),
+            source: e.to_string().into(),
+        };
+        self.state.lock().last_error = Some(Arc::new(kept));
+    }
+
+    /// Probes a connection within `validate_timeout` (5 s when validation is off).
+    pub(crate) async fn probe(&self, idle: &mut Idle<T::Connection>) -> bool {
+        let limit = self
+            .config
+            .validate_timeout
+            .unwrap_or(Duration::from_secs(5));
+        match tokio::time::timeout(limit, idle.conn.probe()).await {
+            Ok(Ok(_)) => {
+                idle.last_ok = Instant::now();
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+pub(crate) enum Acquire<T: Transport> {
+    Ready(Slot<T>),
+    Queued(u64, oneshot::Receiver<Slot<T>>),
+    Barging,
+}
+
+fn remove_waiter<T: Transport>(st: &mut State<T>, id: u64) -> bool {
+    // Ids grow along the queue, so a binary search finds the entry.
+    match st.waiters.binary_search_by_key(&id, |w| w.id) {
+        Ok(i) => {
+            st.waiters.remove(i);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// A strict waiter's place in line. Dropped while still queued (the `get` future was
+/// cancelled), it leaves the queue first and only then drops its receiver, so a slot
+/// already sent to it is released to the next waiter, outside the lock.
+struct QueueEntry<'a, T: Transport> {
+    shared: &'a Arc<Shared<T>>,
+    id: u64,
+    rx: Option<oneshot::Receiver<Slot<T>>>,
+}
+
+impl<T: Transport> Drop for QueueEntry<'_, T> {
+    fn drop(&mut self) {
+        if let Some(rx) = self.rx.take() {
+            let mut st = self.shared.state.lock();
+            if remove_waiter(&mut st, self.id) {
+                self.shared.waiter_left(&st);
+            }
+            drop(st);
+            drop(rx);
+        }
+    }
+}
+
+/// Keeps the throughput-mode waiter count right whichever way the wait ends.
+struct BargingEntry<'a, T: Transport> {
+    shared: &'a Arc<Shared<T>>,
+}
+
+impl<T: Transport> Drop for BargingEntry<'_, T> {
+    fn drop(&mut self) {
+        let mut st = self.shared.state.lock();
+        st.barging_waiters -= 1;
+        self.shared.waiter_left(&st);
+    }
+}
+
+/// The total cap of a `KeyedPool`: units shared by every key's pool, and the pools with
+/// a waiter blocked for want of one.
+pub(crate) struct Cap<T: Transport> {
+    used: AtomicUsize,
+    max: usize,
+    blocked: Mutex<VecDeque<std::sync::Weak<Shared<T>>>>,
+    blocked_len: AtomicUsize,
+}
+
+impl<T: Transport> Cap<T> {
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            used: AtomicUsize::new(0),
+            max,
+            blocked: Mutex::new(VecDeque::new()),
+            blocked_len: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_full(&self) -> bool {
+        self.used() >= self.max
+    }
+
+    fn try_take(&self) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                (u < self.max).then_some(u + 1)
+            })
+            .is_ok()
+    }
+
+    fn untake(&self) {
+        self.used.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn has_blocked(&self) -> bool {
+        self.blocked_len.load(Ordering::Acquire) > 0
+    }
+
+    /// Forgets `pool`: its last waiter left. Under the pool lock, like `block`.
+    fn unblock(&self, pool: &Shared<T>) {
+        let mut blocked = self.blocked.lock();
+        blocked.retain(|w| !std::ptr::eq(w.as_ptr(), pool));
+        self.blocked_len.store(blocked.len(), Ordering::Release);
+    }
+
+    fn block(&self, pool: std::sync::Weak<Shared<T>>) {
+        let mut blocked = self.blocked.lock();
+        blocked.push_back(pool);
+        self.blocked_len.store(blocked.len(), Ordering::Release);
+    }
+
+    /// Frees `n` units and offers each to the pools that wait for one, oldest first.
+    fn give(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+        for _ in 0..n {
+            loop {
+                let next = {
+                    let mut blocked = self.blocked.lock();
+                    let next = blocked.pop_front();
+                    self.blocked_len.store(blocked.len(), Ordering::Release);
+                    next
+                };
+                let Some(pool) = next else { return };
+                if pool.upgrade().is_some_and(|p| Shared::grant(&p)) {
+                    break;
+                }
+            }
+        }
+    }
+}

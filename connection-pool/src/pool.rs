@@ -1,0 +1,335 @@
+//! [`Pool`]: the handle, `get`, `status`, `close`.
+//!
+//! # Checkout
+//!
+//! `get` first takes a slot ([`Shared::try_acquire`], one short lock, no allocation when
+//! a connection is idle), then makes it ready outside the lock: a connection that
+//! reports itself not connected, is past its lifetime, or (when not used within
+//! `recycle_window`) fails a probe is discarded and *its slot is reused* to connect a
+//! fresh one, so the caller keeps its place instead of queueing again.
+//!
+//! # Cancellation
+//!
+//! Every await in `get` holds either a queue entry (which leaves the queue when dropped)
+//! or a `Slot` (which gives itself back when dropped). A connection being validated when
+//! the caller gives up is discarded, since a half-finished probe may leave bytes in
+//! flight on it; its slot goes to the next waiter.
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use connection_core::{Connection, ConnectionState, Transport};
+use tokio::time::Instant;
+
+use crate::config::PoolConfig;
+use crate::error::PoolError;
+use crate::inner::{Acquire, Shared, Slot};
+use crate::maintainer;
+use crate::status::{CloseReason, PoolMetrics, Status};
+
+/// A bounded, fair pool of connections of one [`Transport`].
+///
+/// Cheap to clone: clones share the pool. The background maintainer (when a setting
+/// needs one) stops when the pool is closed or the last handle is dropped; guards that
+/// are still out keep working and their connections are closed on return.
+pub struct Pool<T: Transport> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T: Transport> Pool<T> {
+    /// A pool of `transport`'s connections with `config`'s settings.
+    ///
+    /// Starts the maintainer when `min_idle`, `idle_timeout`, `max_lifetime` or
+    /// `keepalive_interval` is set; that needs a tokio runtime, and without one those
+    /// settings are refused (the error names `min_idle`, or the first one set).
+    pub fn new(transport: T, config: PoolConfig) -> Result<Self, connection_core::ConfigError> {
+        Self::with_cap(transport, config, None)
+    }
+
+    pub(crate) fn with_cap(
+        transport: T,
+        config: PoolConfig,
+        cap: Option<Arc<crate::inner::Cap<T>>>,
+    ) -> Result<Self, connection_core::ConfigError> {
+        config.validate()?;
+        let needs = config.needs_maintainer();
+        let field = if config.min_idle > 0 {
+            "min_idle"
+        } else if config.idle_timeout.is_some() {
+            "idle_timeout"
+        } else if config.max_lifetime.is_some() {
+            "max_lifetime"
+        } else {
+            "keepalive_interval"
+        };
+        let shared = Arc::new(Shared::new(transport, config, cap));
+        if needs {
+            let Ok(rt) = tokio::runtime::Handle::try_current() else {
+                return Err(connection_core::ConfigError::new(
+                    field,
+                    "needs a tokio runtime for the pool's maintainer",
+                ));
+            };
+            rt.spawn(maintainer::run(Arc::clone(&shared)));
+        }
+        Ok(Self { shared })
+    }
+
+    /// A builder over the default settings: `Pool::builder(t).max_size(8).build()`;
+    /// [`PoolBuilder::configure`] reaches every other setting.
+    pub fn builder(transport: T) -> PoolBuilder<T> {
+        PoolBuilder {
+            transport,
+            config: PoolConfig::builder(),
+        }
+    }
+
+    /// Takes a connection: an idle one, a new one, or the next one returned.
+    ///
+    /// Fails with [`PoolError::Timeout`] after `wait_timeout`, [`PoolError::Connect`]
+    /// when this call's own connect attempt fails, and [`PoolError::Closed`].
+    /// Cancel-safe: dropping the future at any point gives back whatever it held.
+    pub async fn get(&self) -> Result<PoolGuard<T>, PoolError> {
+        let shared = &self.shared;
+        let slot = match Shared::try_acquire(shared)? {
+            Acquire::Ready(slot) => slot,
+            waiting => {
+                shared.counters.waited.fetch_add(1, Ordering::Relaxed);
+                let started = Instant::now();
+                let deadline = shared.config.wait_timeout.map(|d| started + d);
+                let slot = match waiting {
+                    Acquire::Queued(id, rx) => Shared::wait_handoff(shared, id, rx, deadline).await,
+                    _ => Shared::wait_barging(shared, deadline).await,
+                }?;
+                shared.wait_time.record(started.elapsed());
+                slot
+            }
+        };
+        ready(slot).await
+    }
+
+    /// The pool's occupancy now.
+    pub fn status(&self) -> Status {
+        self.shared.status()
+    }
+
+    /// Status, counters and wait-time summary, serializable.
+    pub fn metrics(&self) -> PoolMetrics {
+        self.shared.metrics()
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &PoolConfig {
+        &self.shared.config
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.shared.state.lock().closed
+    }
+
+    /// Closes the pool: waiting and later `get` calls fail with [`PoolError::Closed`],
+    /// idle connections are closed gracefully (this waits for that), connections in use
+    /// are closed when their guards drop, and the maintainer stops.
+    pub async fn close(&self) {
+        let (idle, waiters) = {
+            let mut st = self.shared.state.lock();
+            self.shared.close_locked(&mut st)
+        };
+        drop(waiters);
+        self.shared.give_units(idle.len());
+        self.shared.wake_all_waiters();
+        self.shared.maintainer.notify_one();
+        let limit = self
+            .shared
+            .config
+            .validate_timeout
+            .unwrap_or(std::time::Duration::from_secs(5));
+        for mut c in idle {
+            let _ = tokio::time::timeout(limit, c.conn.close()).await;
+        }
+    }
+}
+
+/// Turns a slot into a guard: checks a pooled connection, or connects.
+async fn ready<T: Transport>(mut slot: Slot<T>) -> Result<PoolGuard<T>, PoolError> {
+    let shared = Arc::clone(&slot.shared);
+    if let Some(mut idle) = slot.conn.take() {
+        let now = if shared.uses_clock {
+            Instant::now()
+        } else {
+            idle.last_ok
+        };
+        let reason = if idle.conn.state() != ConnectionState::Connected {
+            Some(CloseReason::Broken)
+        } else if idle.expired(now) {
+            Some(CloseReason::Lifetime)
+        } else if shared.config.validate_timeout.is_some()
+            && now.saturating_duration_since(idle.last_ok) >= shared.config.recycle_window
+            && !shared.probe(&mut idle).await
+        {
+            Some(CloseReason::FailedValidation)
+        } else {
+            None
+        };
+        match reason {
+            None => {
+                slot.conn = Some(idle);
+                return Ok(PoolGuard { slot: Some(slot) });
+            }
+            Some(reason) => {
+                shared.counters.closed(reason);
+                shared.discard(Some(idle));
+            }
+        }
+    }
+    match shared.create().await {
+        Ok(idle) => {
+            slot.conn = Some(idle);
+            Ok(PoolGuard { slot: Some(slot) })
+        }
+        Err(source) => {
+            shared.record_error(&source);
+            Err(PoolError::Connect { source })
+        }
+    }
+}
+
+impl<T: Transport> Pool<T> {
+    pub(crate) fn shared(&self) -> &Arc<Shared<T>> {
+        &self.shared
+    }
+}
+
+impl<T: Transport> Clone for Pool<T> {
+    fn clone(&self) -> Self {
+        self.shared.handles.fetch_add(1, Ordering::Relaxed);
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<T: Transport> Drop for Pool<T> {
+    fn drop(&mut self) {
+        if self.shared.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.stopped.store(true, Ordering::Release);
+            self.shared.maintainer.notify_one();
+        }
+    }
+}
+
+impl<T: Transport> fmt::Debug for Pool<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("endpoint", self.shared.transport.endpoint())
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+/// Builds a [`Pool`]: the [`PoolConfig`] builder's settings plus the transport.
+#[must_use]
+pub struct PoolBuilder<T: Transport> {
+    transport: T,
+    config: crate::config::PoolConfigBuilder,
+}
+
+impl<T: Transport> fmt::Debug for PoolBuilder<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolBuilder")
+            .field("endpoint", self.transport.endpoint())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl<T: Transport> PoolBuilder<T> {
+    /// Changes the settings through the [`PoolConfig`] builder.
+    pub fn configure(
+        mut self,
+        f: impl FnOnce(crate::config::PoolConfigBuilder) -> crate::config::PoolConfigBuilder,
+    ) -> Self {
+        self.config = f(self.config);
+        self
+    }
+
+    /// Most connections open at once.
+    pub fn max_size(self, n: usize) -> Self {
+        self.configure(|c| c.max_size(n))
+    }
+
+    /// Idle connections the maintainer keeps ready.
+    pub fn min_idle(self, n: usize) -> Self {
+        self.configure(|c| c.min_idle(n))
+    }
+
+    /// Validates the settings and starts the pool. See [`Pool::new`].
+    pub fn build(self) -> Result<Pool<T>, connection_core::ConfigError> {
+        Pool::new(self.transport, self.config.build()?)
+    }
+}
+
+/// A connection checked out of a [`Pool`]; dropping it gives the connection back.
+///
+/// Derefs to the connection. A connection whose [`Connection::state`] is not
+/// connected when it comes back, or that was [`mark_broken`](Self::mark_broken), is
+/// closed rather than reused.
+pub struct PoolGuard<T: Transport> {
+    // `Some` until `detach` takes it; both `detach` and drop consume the guard, so every
+    // other method sees `Some`.
+    slot: Option<Slot<T>>,
+}
+
+impl<T: Transport> PoolGuard<T> {
+    fn idle(&self) -> Option<&crate::inner::Idle<T::Connection>> {
+        self.slot.as_ref().and_then(|s| s.conn.as_ref())
+    }
+
+    /// Discard this connection on return instead of reusing it.
+    pub fn mark_broken(&mut self) {
+        if let Some(s) = self.slot.as_mut() {
+            s.broken = true;
+        }
+    }
+
+    /// Takes the connection out of the pool for good; its place is freed for a new one.
+    pub fn detach(mut self) -> T::Connection {
+        let conn = self.slot.take().and_then(Slot::detach);
+        match conn {
+            Some(c) => c,
+            // A guard is only made with a connection in its slot.
+            None => unreachable!("a pool guard always holds a connection"),
+        }
+    }
+}
+
+impl<T: Transport> Deref for PoolGuard<T> {
+    type Target = T::Connection;
+
+    fn deref(&self) -> &T::Connection {
+        match self.idle() {
+            Some(i) => &i.conn,
+            None => unreachable!("a pool guard always holds a connection"),
+        }
+    }
+}
+
+impl<T: Transport> DerefMut for PoolGuard<T> {
+    fn deref_mut(&mut self) -> &mut T::Connection {
+        match self.slot.as_mut().and_then(|s| s.conn.as_mut()) {
+            Some(i) => &mut i.conn,
+            None => unreachable!("a pool guard always holds a connection"),
+        }
+    }
+}
+
+impl<T: Transport> fmt::Debug for PoolGuard<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolGuard")
+            .field("connection", &self.idle().map(|i| i.conn.id()))
+            .finish()
+    }
+}
