@@ -203,6 +203,13 @@ pub enum EventKind {
         /// The error.
         error: Arc<Error>,
     },
+    /// A pooled connection has been checked out longer than the pool's leak threshold.
+    ConnectionLeak {
+        /// How long it had been out when noticed.
+        held: Duration,
+        /// Where it was taken, as `file:line:column`.
+        taken_at: Arc<str>,
+    },
 }
 
 impl EventKind {
@@ -222,6 +229,7 @@ impl EventKind {
             Self::CircuitClosed => EventType::CircuitClosed,
             Self::RateLimited { .. } => EventType::RateLimited,
             Self::Error { .. } => EventType::Error,
+            Self::ConnectionLeak { .. } => EventType::ConnectionLeak,
         }
     }
 
@@ -251,7 +259,8 @@ impl EventKind {
             Self::Disconnected { .. }
             | Self::HealthChanged { .. }
             | Self::Failover { .. }
-            | Self::CircuitOpened { .. } => Severity::Warn,
+            | Self::CircuitOpened { .. }
+            | Self::ConnectionLeak { .. } => Severity::Warn,
             Self::Error { .. } => Severity::Error,
         }
     }
@@ -292,6 +301,9 @@ impl fmt::Display for EventKind {
             Self::CircuitClosed => f.write_str("circuit closed"),
             Self::RateLimited { retry_after } => write!(f, "rate limited for {retry_after:?}"),
             Self::Error { error } => write!(f, "error: {error}"),
+            Self::ConnectionLeak { held, taken_at } => {
+                write!(f, "connection held {held:?}, taken at {taken_at}")
+            }
         }
     }
 }
@@ -327,6 +339,8 @@ pub enum EventType {
     RateLimited,
     /// See [`EventKind::Error`].
     Error,
+    /// See [`EventKind::ConnectionLeak`].
+    ConnectionLeak,
 }
 
 impl EventType {

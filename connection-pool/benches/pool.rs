@@ -6,6 +6,12 @@
 //! 16:1, ours and the peer interleaved round by round on the same runtime shape. Every
 //! worker yields to the scheduler every few operations (all pools alike), as a task
 //! doing real work would. JSON lines on stdout, a table on stderr.
+//!
+//! The spike (after HikariCP's "pool sizing under spike demand"): connects take 150 ms,
+//! the pool allows 50 and keeps 5 idle, 50 tasks ask at once and each holds its
+//! connection 10 ms. Reported: how many connections exist once every get was served
+//! and returned, ours and each peer with the same settings (deadpool has no `min_idle`,
+//! so 5 are opened first by hand). Fewer is not simply better, so no ratio.
 #![allow(clippy::print_stdout)] // The JSON lines on stdout are this program's output.
 
 use std::hint::black_box;
@@ -90,6 +96,154 @@ impl bb8::ManageConnection for Bb8Manager {
     fn has_broken(&self, _: &mut ConnectionId) -> bool {
         false
     }
+}
+
+// ---- the spike ----
+
+const SPIKE_TASKS: usize = 50;
+const SPIKE_MAX: usize = 50;
+const SPIKE_MIN_IDLE: usize = 5;
+const SPIKE_CONNECT: Duration = Duration::from_millis(150);
+const SPIKE_HOLD: Duration = Duration::from_millis(10);
+
+/// Connects like a remote database: 150 ms each.
+struct Slow(Endpoint);
+
+impl Transport for Slow {
+    type Connection = ZeroConn;
+    async fn connect(&self) -> Result<ZeroConn, Error> {
+        tokio::time::sleep(SPIKE_CONNECT).await;
+        Ok(ZeroConn(ConnectionId::next()))
+    }
+    fn endpoint(&self) -> &Endpoint {
+        &self.0
+    }
+}
+
+struct SlowDeadpool;
+
+impl deadpool::managed::Manager for SlowDeadpool {
+    type Type = ConnectionId;
+    type Error = std::convert::Infallible;
+    async fn create(&self) -> Result<ConnectionId, Self::Error> {
+        tokio::time::sleep(SPIKE_CONNECT).await;
+        Ok(ConnectionId::next())
+    }
+    async fn recycle(
+        &self,
+        _: &mut ConnectionId,
+        _: &deadpool::managed::Metrics,
+    ) -> deadpool::managed::RecycleResult<Self::Error> {
+        Ok(())
+    }
+}
+
+struct SlowBb8;
+
+impl bb8::ManageConnection for SlowBb8 {
+    type Connection = ConnectionId;
+    type Error = std::convert::Infallible;
+    async fn connect(&self) -> Result<ConnectionId, Self::Error> {
+        tokio::time::sleep(SPIKE_CONNECT).await;
+        Ok(ConnectionId::next())
+    }
+    async fn is_valid(&self, _: &mut ConnectionId) -> Result<(), Self::Error> {
+        Ok(())
+    }
+    fn has_broken(&self, _: &mut ConnectionId) -> bool {
+        false
+    }
+}
+
+/// Runs `SPIKE_TASKS` tasks that each get, hold and return a connection, all at once.
+async fn spike_with<F, Fut>(get_hold: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..SPIKE_TASKS).map(|_| tokio::spawn(get_hold())).collect();
+    for t in tasks {
+        t.await.expect("spike task");
+    }
+}
+
+/// Connections open after the spike: ours, deadpool's, bb8's.
+async fn spike() -> (usize, usize, usize) {
+    let endpoint = Endpoint::host_port("127.0.0.1", 9).expect("endpoint");
+    let cfg = PoolConfig::builder()
+        .max_size(SPIKE_MAX)
+        .min_idle(SPIKE_MIN_IDLE)
+        .validate_timeout(None)
+        .build()
+        .expect("config");
+    let us = Pool::new(Slow(endpoint), cfg).expect("pool");
+    while us.status().idle < SPIKE_MIN_IDLE {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    spike_with(|| {
+        let p = us.clone();
+        async move {
+            let c = p.get().await.expect("ours get");
+            tokio::time::sleep(SPIKE_HOLD).await;
+            drop(c);
+        }
+    })
+    .await;
+    let ours = us.status().size;
+    us.close().await;
+
+    let dp: deadpool::managed::Pool<SlowDeadpool> = deadpool::managed::Pool::builder(SlowDeadpool)
+        .max_size(SPIKE_MAX)
+        .build()
+        .expect("deadpool");
+    let warm: Vec<_> = futures::future::join_all((0..SPIKE_MIN_IDLE).map(|_| dp.get())).await;
+    drop(warm);
+    spike_with(|| {
+        let p = dp.clone();
+        async move {
+            let c = p.get().await.expect("deadpool get");
+            tokio::time::sleep(SPIKE_HOLD).await;
+            drop(c);
+        }
+    })
+    .await;
+    let deadpool = dp.status().size;
+
+    let b = bb8::Pool::builder()
+        .max_size(SPIKE_MAX as u32)
+        .min_idle(Some(SPIKE_MIN_IDLE as u32))
+        .test_on_check_out(false)
+        .build(SlowBb8)
+        .await
+        .expect("bb8");
+    while (b.state().idle_connections as usize) < SPIKE_MIN_IDLE {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    spike_with(|| {
+        let p = b.clone();
+        async move {
+            let c = p.get_owned().await.expect("bb8 get");
+            tokio::time::sleep(SPIKE_HOLD).await;
+            drop(c);
+        }
+    })
+    .await;
+    // bb8 finishes connects it started after their waiters were served; count them.
+    tokio::time::sleep(SPIKE_CONNECT * 2).await;
+    let bb8 = b.state().connections as usize;
+    (ours, deadpool, bb8)
+}
+
+fn report_spike() {
+    let (ours, deadpool, bb8) = runtime(false).block_on(spike());
+    for (peer, value) in [("deadpool", deadpool), ("bb8", bb8)] {
+        println!(
+            "{{\"bench\":\"pool_spike_connections\",\"unit\":\"connections\",\"ours\":{ours},\"peer\":\"{peer}\",\"peer_value\":{value}}}"
+        );
+    }
+    eprintln!(
+        "pool_spike_connections: ours {ours}, deadpool {deadpool}, bb8 {bb8} (of {SPIKE_MAX}, {SPIKE_TASKS} asking)"
+    );
 }
 
 // ---- one interface over the three pools ----
@@ -312,6 +466,7 @@ fn runtime(multi: bool) -> tokio::runtime::Runtime {
 }
 
 fn main() {
+    report_spike();
     eprintln!(
         "{:<44} {:>12} {:>9} {:>9}   {:>12} {:>9} {:>9}  {:>6}",
         "bench (peer)", "ours ops/s", "p50 ns", "p99 ns", "peer ops/s", "p50 ns", "p99 ns", "ratio"

@@ -57,6 +57,19 @@ pub enum Fairness {
     Throughput,
 }
 
+/// What happens to a connection being validated for a `get` that is cancelled.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelledValidation {
+    /// Close it: a half-finished probe may leave bytes in flight on it. The default.
+    #[default]
+    Discard,
+    /// Give it back to the pool (to the next waiter, or idle) unvalidated, so the next
+    /// checkout probes it again. For transports whose probe leaves nothing behind when
+    /// abandoned, and where connections are costly to make.
+    Return,
+}
+
 /// The pool's settings. Build with [`PoolConfig::builder`] or deserialize.
 #[derive(Clone, Debug, PartialEq, serde::Deserialize)]
 #[serde(try_from = "RawConfig")]
@@ -87,6 +100,12 @@ pub struct PoolConfig {
     pub queue_order: QueueOrder,
     /// How waiters and newcomers share connections.
     pub fairness: Fairness,
+    /// What happens to a connection being validated when its `get` is cancelled.
+    pub cancelled_validation: CancelledValidation,
+    /// A connection checked out longer than this is reported once, as a tracing warning
+    /// and a [`ConnectionLeak`](connection_core::EventKind::ConnectionLeak) event naming
+    /// where it was taken; `None` (the default) turns leak detection off.
+    pub leak_threshold: Option<Duration>,
 }
 
 impl Default for PoolConfig {
@@ -104,6 +123,8 @@ impl Default for PoolConfig {
             keepalive_interval: None,
             queue_order: QueueOrder::Lifo,
             fairness: Fairness::Strict,
+            cancelled_validation: CancelledValidation::Discard,
+            leak_threshold: None,
         }
     }
 }
@@ -143,6 +164,9 @@ impl PoolConfig {
         if let Some(d) = self.keepalive_interval {
             require_nonzero("keepalive_interval", d)?;
         }
+        if let Some(d) = self.leak_threshold {
+            require_nonzero("leak_threshold", d)?;
+        }
         if !(0.0..=0.5).contains(&self.lifetime_jitter) {
             return Err(ConfigError::new(
                 "lifetime_jitter",
@@ -158,6 +182,72 @@ impl PoolConfig {
             || self.idle_timeout.is_some()
             || self.max_lifetime.is_some()
             || self.keepalive_interval.is_some()
+            || self.leak_threshold.is_some()
+    }
+}
+
+/// The prefix of the environment variables [`PoolConfig::from_env`] reads.
+const ENV_PREFIX: &str = "CONNECTION_POOL_";
+
+impl PoolConfig {
+    /// Reads the `CONNECTION_POOL_*` environment variables through the serde form and
+    /// validates the result: `CONNECTION_POOL_MAX_SIZE=16` sets `max_size`,
+    /// `CONNECTION_POOL_IDLE_TIMEOUT_MS=60000` sets `idle_timeout`, and `null` turns an
+    /// optional duration off. Variables not set keep their defaults; an unknown
+    /// `CONNECTION_POOL_*` name is an error, so a typo is not silently ignored.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Like [`from_env`](Self::from_env), from the given pairs (only
+    /// `CONNECTION_POOL_*` keys are read).
+    ///
+    /// ```
+    /// use connection_pool::{Fairness, PoolConfig};
+    /// use std::time::Duration;
+    ///
+    /// let cfg = PoolConfig::from_vars([
+    ///     ("CONNECTION_POOL_MAX_SIZE", "16"),
+    ///     ("CONNECTION_POOL_WAIT_TIMEOUT_MS", "250"),
+    ///     ("CONNECTION_POOL_MAX_LIFETIME_MS", "null"),
+    ///     ("CONNECTION_POOL_FAIRNESS", "throughput"),
+    ///     ("PATH", "/usr/bin"),
+    /// ])?;
+    /// assert_eq!(cfg.max_size, 16);
+    /// assert_eq!(cfg.wait_timeout, Some(Duration::from_millis(250)));
+    /// assert_eq!(cfg.max_lifetime, None);
+    /// assert_eq!(cfg.fairness, Fairness::Throughput);
+    ///
+    /// let err = PoolConfig::from_vars([("CONNECTION_POOL_MAX_SIZE", "0")]).unwrap_err();
+    /// assert_eq!(err.field(), "max_size");
+    /// # Ok::<(), connection_core::ConfigError>(())
+    /// ```
+    pub fn from_vars<K: AsRef<str>, V: AsRef<str>>(
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Self, ConfigError> {
+        use serde_json::{Map, Value};
+        let mut fields = Map::new();
+        for (key, value) in vars {
+            let Some(field) = key.as_ref().strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let value = value.as_ref().trim();
+            // Numbers and `null` as such, anything else (enum names) as text.
+            let value = if let Ok(n) = value.parse::<u64>() {
+                Value::from(n)
+            } else if let Ok(x) = value.parse::<f64>() {
+                Value::from(x)
+            } else if value == "null" {
+                Value::Null
+            } else {
+                Value::from(value)
+            };
+            fields.insert(field.to_ascii_lowercase(), value);
+        }
+        // Deserializing runs `validate`; its error keeps the field it names.
+        let raw: RawConfig = serde_json::from_value(Value::Object(fields))
+            .map_err(|e| ConfigError::new(ENV_PREFIX, e.to_string()))?;
+        Self::try_from(raw)
     }
 }
 
@@ -228,6 +318,15 @@ impl PoolConfigBuilder {
         /// Strict FIFO (default) or throughput (barging) service of waiters.
         fairness: Fairness
     );
+    setter!(
+        /// Discard (default) or return a connection whose validation was cancelled.
+        cancelled_validation: CancelledValidation
+    );
+    setter!(
+        /// Report connections checked out longer than this; `None` turns leak detection
+        /// off (default off).
+        leak_threshold: Option<Duration>
+    );
 
     /// Validates and returns the settings.
     pub fn build(self) -> Result<PoolConfig, ConfigError> {
@@ -257,6 +356,9 @@ struct RawConfig {
     keepalive_interval_ms: Option<Option<u64>>,
     queue_order: Option<QueueOrder>,
     fairness: Option<Fairness>,
+    cancelled_validation: Option<CancelledValidation>,
+    #[serde(default, with = "opt_ms")]
+    leak_threshold_ms: Option<Option<u64>>,
 }
 
 /// Tells an absent field (keep the default) from an explicit `null` (turn it off).
@@ -293,6 +395,10 @@ impl TryFrom<RawConfig> for PoolConfig {
                 .map_or(d.keepalive_interval, |v| v.map(ms)),
             queue_order: raw.queue_order.unwrap_or(d.queue_order),
             fairness: raw.fairness.unwrap_or(d.fairness),
+            cancelled_validation: raw.cancelled_validation.unwrap_or(d.cancelled_validation),
+            leak_threshold: raw
+                .leak_threshold_ms
+                .map_or(d.leak_threshold, |v| v.map(ms)),
         };
         config.validate()?;
         Ok(config)
@@ -319,6 +425,47 @@ mod tests {
         assert_eq!(err.field(), "lifetime_jitter");
         let err = serde_json::from_str::<PoolConfig>(r#"{"wait_timeout_ms": 0}"#).unwrap_err();
         assert!(err.to_string().contains("wait_timeout"), "{err}");
+    }
+
+    #[test]
+    fn env_vars_go_through_the_serde_form_and_are_validated() {
+        let cfg = PoolConfig::from_vars([
+            ("CONNECTION_POOL_MAX_SIZE", "8"),
+            ("CONNECTION_POOL_MIN_IDLE", " 2 "),
+            ("CONNECTION_POOL_LEAK_THRESHOLD_MS", "5000"),
+            ("CONNECTION_POOL_IDLE_TIMEOUT_MS", "null"),
+            ("CONNECTION_POOL_LIFETIME_JITTER", "0.1"),
+            ("CONNECTION_POOL_QUEUE_ORDER", "fifo"),
+            ("CONNECTION_POOL_CANCELLED_VALIDATION", "return"),
+            ("CONNECTION_RETRY_MAX_ATTEMPTS", "3"),
+        ])
+        .unwrap();
+        assert_eq!((cfg.max_size, cfg.min_idle), (8, 2));
+        assert_eq!(cfg.leak_threshold, Some(Duration::from_secs(5)));
+        assert_eq!(cfg.idle_timeout, None);
+        assert_eq!(cfg.lifetime_jitter, 0.1);
+        assert_eq!(cfg.queue_order, QueueOrder::Fifo);
+        assert_eq!(cfg.cancelled_validation, CancelledValidation::Return);
+        assert_eq!(cfg.max_lifetime, PoolConfig::default().max_lifetime);
+
+        let none: [(&str, &str); 0] = [];
+        assert_eq!(PoolConfig::from_vars(none).unwrap(), PoolConfig::default());
+
+        let err = PoolConfig::from_vars([
+            ("CONNECTION_POOL_MAX_SIZE", "2"),
+            ("CONNECTION_POOL_MIN_IDLE", "3"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.field(), "min_idle");
+        let err = PoolConfig::from_vars([("CONNECTION_POOL_LEAK_THRESHOLD_MS", "0")]).unwrap_err();
+        assert_eq!(err.field(), "leak_threshold");
+        let err = PoolConfig::from_vars([("CONNECTION_POOL_MAX_SIZ", "4")]).unwrap_err();
+        assert!(err.to_string().contains("max_siz"), "{err}");
+        let err = PoolConfig::from_vars([("CONNECTION_POOL_MAX_SIZE", "many")]).unwrap_err();
+        assert!(
+            err.to_string().contains("max_size") || err.to_string().contains("usize"),
+            "{err}"
+        );
     }
 
     #[test]

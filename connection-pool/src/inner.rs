@@ -26,11 +26,15 @@
 //! internal one.
 
 use std::collections::VecDeque;
+use std::panic::Location;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use connection_core::{Connection, ConnectionState, Error, LatencyRecorder, Transport};
+use connection_core::{
+    Connection, ConnectionId, ConnectionState, DisconnectReason, Error, Event, EventBus, EventKind,
+    LatencyRecorder, Transport,
+};
 use parking_lot::Mutex;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -61,6 +65,16 @@ impl<C: Connection> Idle<C> {
 pub(crate) struct Waiter<T: Transport> {
     id: u64,
     tx: oneshot::Sender<Slot<T>>,
+    /// Where its `get` was called, for leak reports.
+    at: &'static Location<'static>,
+}
+
+/// A checkout watched for leaks (only with `leak_threshold` set): when and where it was
+/// taken, and whether it was reported already.
+pub(crate) struct Lease {
+    pub(crate) since: Instant,
+    pub(crate) at: &'static Location<'static>,
+    pub(crate) reported: bool,
 }
 
 pub(crate) struct State<T: Transport> {
@@ -70,10 +84,17 @@ pub(crate) struct State<T: Transport> {
     /// Throughput mode's count of tasks waiting on `Shared::available`.
     barging_waiters: usize,
     pub(crate) size: usize,
+    /// The current cap: `config.max_size` until [`Shared::resize`] changes it.
+    pub(crate) max_size: usize,
     pub(crate) closed: bool,
     next_waiter: u64,
     gets: u64,
     pub(crate) last_error: Option<Arc<Error>>,
+    /// Checkouts in progress, indexed by `Slot::lease`; empty without a leak threshold.
+    /// Kept under the pool lock that checkout and return take anyway, so watching for
+    /// leaks adds no lock and, up to the peak number out at once, no allocation.
+    pub(crate) leases: Vec<Option<Lease>>,
+    free_leases: Vec<usize>,
 }
 
 impl<T: Transport> State<T> {
@@ -100,6 +121,10 @@ pub(crate) struct Shared<T: Transport> {
     pub(crate) counters: Counters,
     pub(crate) wait_time: LatencyRecorder,
     rng: Mutex<SmallRng>,
+    /// Where pool events go, under which name.
+    events: Option<(EventBus, Arc<str>)>,
+    /// The pool's own id, carried by its events that concern no one connection.
+    pub(crate) id: ConnectionId,
 }
 
 /// The lock alone on its cache line: the `Arc`'s reference count, bumped by every
@@ -121,6 +146,11 @@ pub(crate) struct Slot<T: Transport> {
     pub(crate) conn: Option<Idle<T::Connection>>,
     /// Set to discard the connection instead of reusing it.
     pub(crate) broken: bool,
+    /// This checkout's entry in `State::leases`, when leaks are watched.
+    pub(crate) lease: Option<usize>,
+    /// Set while a checkout validates the connection: if it comes back now, it was not
+    /// used and its validation is not vouched for, so `last_ok` must not move.
+    pub(crate) unchecked: bool,
     armed: bool,
 }
 
@@ -130,6 +160,8 @@ impl<T: Transport> Slot<T> {
             shared,
             conn,
             broken: false,
+            lease: None,
+            unchecked: false,
             armed: true,
         }
     }
@@ -147,14 +179,32 @@ impl<T: Transport> Drop for Slot<T> {
         if self.armed {
             self.armed = false;
             let conn = self.conn.take();
-            Shared::release(&self.shared, conn, self.broken);
+            Shared::release(
+                &self.shared,
+                conn,
+                self.broken,
+                self.unchecked,
+                self.lease.take(),
+            );
         }
     }
 }
 
 impl<T: Transport> Shared<T> {
-    pub(crate) fn new(transport: T, config: PoolConfig, cap: Option<Arc<Cap<T>>>) -> Self {
+    pub(crate) fn new(
+        transport: T,
+        config: PoolConfig,
+        cap: Option<Arc<Cap<T>>>,
+        events: Option<(EventBus, Arc<str>)>,
+    ) -> Self {
+        let leak_capacity = if config.leak_threshold.is_some() {
+            config.max_size
+        } else {
+            0
+        };
         Self {
+            events,
+            id: ConnectionId::next(),
             transport,
             cap,
             state: Padded(Mutex::new(State {
@@ -162,10 +212,13 @@ impl<T: Transport> Shared<T> {
                 waiters: VecDeque::new(),
                 barging_waiters: 0,
                 size: 0,
+                max_size: config.max_size,
                 closed: false,
                 next_waiter: 0,
                 gets: 0,
                 last_error: None,
+                leases: Vec::with_capacity(leak_capacity),
+                free_leases: Vec::with_capacity(leak_capacity),
             })),
             uses_clock: config.validate_timeout.is_some()
                 || config.idle_timeout.is_some()
@@ -208,7 +261,13 @@ impl<T: Transport> Shared<T> {
     /// no usable connection, by freeing it.
     ///
     /// Never called with the lock held: it takes it.
-    pub(crate) fn release(this: &Arc<Self>, conn: Option<Idle<T::Connection>>, broken: bool) {
+    pub(crate) fn release(
+        this: &Arc<Self>,
+        conn: Option<Idle<T::Connection>>,
+        broken: bool,
+        unchecked: bool,
+        lease: Option<usize>,
+    ) {
         let mut conn = conn;
         let mut discard = None;
         if let Some(c) = conn.take() {
@@ -224,14 +283,16 @@ impl<T: Transport> Shared<T> {
                 this.counters.closed(CloseReason::Lifetime);
                 discard = Some(c);
             } else {
+                let last_ok = if unchecked { c.last_ok } else { now };
                 conn = Some(Idle {
                     idle_since: now,
-                    last_ok: now,
+                    last_ok,
                     ..c
                 });
             }
         }
         let mut st = this.state.lock();
+        Self::end_lease(&mut st, lease);
         if st.closed {
             st.size -= 1;
             drop(st);
@@ -242,21 +303,29 @@ impl<T: Transport> Shared<T> {
             this.give_units(1);
             return;
         }
+        if st.size > st.max_size {
+            // `resize` shrank the pool below this slot: it closes instead of serving
+            // anyone, so the pool settles at the new cap as guards come back.
+            if let Some(c) = conn.take() {
+                this.counters.closed(CloseReason::Idle);
+                discard = Some(c);
+            }
+            st.size -= 1;
+            drop(st);
+            this.discard(discard);
+            this.give_units(1);
+            return;
+        }
         if this.config.fairness == Fairness::Strict {
             while let Some(waiter) = st.waiters.pop_front() {
-                match waiter.tx.send(Slot::new(Arc::clone(this), conn.take())) {
+                match Self::hand_to(this, &mut st, waiter, conn.take()) {
                     Ok(()) => {
                         this.waiter_left(&st);
                         drop(st);
                         this.discard(discard);
                         return;
                     }
-                    Err(mut back) => {
-                        // That waiter was cancelled; its slot must not re-enter
-                        // `release` while we hold the lock.
-                        back.armed = false;
-                        conn = back.conn.take();
-                    }
+                    Err(back) => conn = back,
                 }
             }
         }
@@ -290,6 +359,56 @@ impl<T: Transport> Shared<T> {
         this.discard(discard);
         if freed {
             this.give_units(1);
+        }
+    }
+
+    /// Sends a slot (with `conn`, or empty as the right to connect) to `waiter`, under
+    /// the lock. A cancelled waiter's slot comes back disarmed, since it must not
+    /// re-enter `release` while the lock is held, and its connection is returned.
+    fn hand_to(
+        this: &Arc<Self>,
+        st: &mut State<T>,
+        waiter: Waiter<T>,
+        conn: Option<Idle<T::Connection>>,
+    ) -> Result<(), Option<Idle<T::Connection>>> {
+        let mut slot = Slot::new(Arc::clone(this), conn);
+        slot.lease = this.lease(st, waiter.at);
+        waiter.tx.send(slot).map_err(|mut back| {
+            back.armed = false;
+            Self::end_lease(st, back.lease.take());
+            back.conn.take()
+        })
+    }
+
+    /// Starts watching a checkout taken at `at`, when a leak threshold is set.
+    pub(crate) fn lease(&self, st: &mut State<T>, at: &'static Location<'static>) -> Option<usize> {
+        self.config.leak_threshold?;
+        let lease = Lease {
+            since: Instant::now(),
+            at,
+            reported: false,
+        };
+        if let Some(i) = st.free_leases.pop() {
+            if let Some(entry) = st.leases.get_mut(i) {
+                *entry = Some(lease);
+                return Some(i);
+            }
+        }
+        st.leases.push(Some(lease));
+        Some(st.leases.len() - 1)
+    }
+
+    fn end_lease(st: &mut State<T>, lease: Option<usize>) {
+        if let Some(entry) = lease.and_then(|i| st.leases.get_mut(i)) {
+            *entry = None;
+            st.free_leases.extend(lease);
+        }
+    }
+
+    /// Publishes a pool event, when the pool has an event bus.
+    pub(crate) fn publish(&self, connection: ConnectionId, kind: impl FnOnce() -> EventKind) {
+        if let Some((bus, name)) = &self.events {
+            bus.publish(Event::new(connection, Arc::clone(name), kind()));
         }
     }
 
@@ -331,7 +450,7 @@ impl<T: Transport> Shared<T> {
     fn grant(this: &Arc<Self>) -> bool {
         let Some(cap) = &this.cap else { return false };
         let mut st = this.state.lock();
-        if st.closed || st.size >= this.config.max_size {
+        if st.closed || st.size >= st.max_size {
             return false;
         }
         if this.config.fairness == Fairness::Throughput {
@@ -352,17 +471,69 @@ impl<T: Transport> Shared<T> {
         }
         st.size += 1;
         while let Some(waiter) = st.waiters.pop_front() {
-            match waiter.tx.send(Slot::new(Arc::clone(this), None)) {
-                Ok(()) => {
-                    this.waiter_left(&st);
-                    return true;
-                }
-                Err(mut back) => back.armed = false,
+            if Self::hand_to(this, &mut st, waiter, None).is_ok() {
+                this.waiter_left(&st);
+                return true;
             }
         }
         st.size -= 1;
         cap.untake();
         false
+    }
+
+    /// Changes the cap to `n`. Growing hands the new room to waiters at once (strict:
+    /// an empty slot each, as the right to connect; throughput: a wake-up each);
+    /// shrinking closes the coldest idle connections beyond `n` now, and `release`
+    /// closes in-use ones as they come back.
+    pub(crate) fn resize(this: &Arc<Self>, n: usize) {
+        let mut surplus = Vec::new();
+        {
+            let mut st = this.state.lock();
+            if st.closed {
+                return;
+            }
+            let old = st.max_size;
+            st.max_size = n;
+            while st.size > n {
+                let Some(c) = st.idle.pop_front() else { break };
+                st.size -= 1;
+                surplus.push(c);
+            }
+            if this.config.fairness == Fairness::Throughput {
+                this.notify_freed(&st, n.saturating_sub(old));
+            } else {
+                while st.size < st.max_size {
+                    let Some(waiter) = st.waiters.pop_front() else {
+                        break;
+                    };
+                    if waiter.tx.is_closed() {
+                        continue;
+                    }
+                    if !this.take_unit() {
+                        // The keyed total is full: stay first in line for its next unit.
+                        st.waiters.push_front(waiter);
+                        Shared::block(this);
+                        break;
+                    }
+                    st.size += 1;
+                    if Self::hand_to(this, &mut st, waiter, None).is_err() {
+                        st.size -= 1;
+                        if let Some(cap) = &this.cap {
+                            cap.untake();
+                        }
+                    }
+                }
+                this.waiter_left(&st);
+            }
+        }
+        let closed = surplus.len();
+        for c in surplus {
+            this.counters.closed(CloseReason::Idle);
+            this.discard(Some(c));
+        }
+        this.give_units(closed);
+        // More room may let the maintainer refill to `min_idle`.
+        this.maintainer.notify_one();
     }
 
     /// Closes the coldest idle connection (the longest idle) to make room elsewhere.
@@ -388,6 +559,9 @@ impl<T: Transport> Shared<T> {
     /// never wait for I/O.
     pub(crate) fn discard(&self, conn: Option<Idle<T::Connection>>) {
         let Some(mut c) = conn else { return };
+        self.publish(c.conn.id(), || EventKind::Disconnected {
+            reason: DisconnectReason::Shutdown,
+        });
         let limit = self
             .config
             .validate_timeout
@@ -400,7 +574,10 @@ impl<T: Transport> Shared<T> {
     }
 
     /// Takes an idle connection or a free slot without waiting, or enqueues the caller.
-    pub(crate) fn try_acquire(this: &Arc<Self>) -> Result<Acquire<T>, crate::PoolError> {
+    pub(crate) fn try_acquire(
+        this: &Arc<Self>,
+        at: &'static Location<'static>,
+    ) -> Result<Acquire<T>, crate::PoolError> {
         let mut st = this.state.lock();
         if st.closed {
             return Err(this.closed_error());
@@ -409,14 +586,18 @@ impl<T: Transport> Shared<T> {
         let strict = this.config.fairness == Fairness::Strict;
         if !strict || st.waiters.is_empty() {
             if let Some(c) = this.pop_idle(&mut st) {
+                let mut slot = Slot::new(Arc::clone(this), Some(c));
+                slot.lease = this.lease(&mut st, at);
                 drop(st);
-                return Ok(Acquire::Ready(Slot::new(Arc::clone(this), Some(c))));
+                return Ok(Acquire::Ready(slot));
             }
-            if st.size < this.config.max_size {
+            if st.size < st.max_size {
                 if this.take_unit() {
                     st.size += 1;
+                    let mut slot = Slot::new(Arc::clone(this), None);
+                    slot.lease = this.lease(&mut st, at);
                     drop(st);
-                    return Ok(Acquire::Ready(Slot::new(Arc::clone(this), None)));
+                    return Ok(Acquire::Ready(slot));
                 }
                 Shared::block(this);
             }
@@ -425,7 +606,7 @@ impl<T: Transport> Shared<T> {
             let (tx, rx) = oneshot::channel();
             let id = st.next_waiter;
             st.next_waiter += 1;
-            st.waiters.push_back(Waiter { id, tx });
+            st.waiters.push_back(Waiter { id, tx, at });
             Ok(Acquire::Queued(id, rx))
         } else {
             st.barging_waiters += 1;
@@ -489,6 +670,7 @@ impl<T: Transport> Shared<T> {
     pub(crate) async fn wait_barging(
         this: &Arc<Self>,
         deadline: Option<Instant>,
+        at: &'static Location<'static>,
     ) -> Result<Slot<T>, crate::PoolError> {
         let _count = BargingEntry { shared: this };
         loop {
@@ -502,14 +684,18 @@ impl<T: Transport> Shared<T> {
                     return Err(this.closed_error());
                 }
                 if let Some(c) = this.pop_idle(&mut st) {
+                    let mut slot = Slot::new(Arc::clone(this), Some(c));
+                    slot.lease = this.lease(&mut st, at);
                     drop(st);
-                    return Ok(Slot::new(Arc::clone(this), Some(c)));
+                    return Ok(slot);
                 }
-                if st.size < this.config.max_size {
+                if st.size < st.max_size {
                     if this.take_unit() {
                         st.size += 1;
+                        let mut slot = Slot::new(Arc::clone(this), None);
+                        slot.lease = this.lease(&mut st, at);
                         drop(st);
-                        return Ok(Slot::new(Arc::clone(this), None));
+                        return Ok(slot);
                     }
                     Shared::block(this);
                 }
@@ -554,7 +740,7 @@ impl<T: Transport> Shared<T> {
             idle: st.idle.len(),
             in_use: st.size - st.idle.len(),
             waiting: st.waiting(),
-            max_size: self.config.max_size,
+            max_size: st.max_size,
         }
     }
 
@@ -607,6 +793,7 @@ impl<T: Transport> Shared<T> {
         match result {
             Ok(conn) => {
                 self.counters.created.fetch_add(1, Ordering::Relaxed);
+                self.publish(conn.id(), || EventKind::Connected);
                 let now = Instant::now();
                 Ok(Idle {
                     conn,
@@ -631,7 +818,11 @@ impl<T: Transport> Shared<T> {
             retryable: e.is_retryable(),
             source: e.to_string().into(),
         };
-        self.state.lock().last_error = Some(Arc::new(kept));
+        let kept = Arc::new(kept);
+        self.publish(self.id, || EventKind::Error {
+            error: Arc::clone(&kept),
+        });
+        self.state.lock().last_error = Some(kept);
     }
 
     /// Probes a connection within `validate_timeout` (5 s when validation is off).

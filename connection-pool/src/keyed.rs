@@ -94,14 +94,27 @@ where
     /// Takes a connection for `key`, making room from cold keys when the total is
     /// reached. Errors as [`Pool::get`]; a key's pool is created on first use (which
     /// fails only for settings that need a runtime, outside one: as [`Pool::new`]).
-    pub async fn get(&self, key: &K) -> Result<PoolGuard<T>, PoolError> {
+    #[track_caller]
+    pub fn get<'a>(
+        &'a self,
+        key: &'a K,
+    ) -> impl Future<Output = Result<PoolGuard<T>, PoolError>> + 'a {
+        let at = std::panic::Location::caller();
+        self.get_at(key, at)
+    }
+
+    async fn get_at(
+        &self,
+        key: &K,
+        at: &'static std::panic::Location<'static>,
+    ) -> Result<PoolGuard<T>, PoolError> {
         let pool = self.pool(key).map_err(|e| PoolError::Connect {
             source: connection_core::Error::Config(e),
         })?;
         if self.inner.cap.is_full() && pool.status().idle == 0 {
             self.evict_coldest(key);
         }
-        pool.get().await
+        pool.get_at(at).await
     }
 
     /// The pool for `key`, created on first use.
@@ -114,6 +127,7 @@ where
             (self.inner.factory)(key),
             self.inner.per_key.clone(),
             Some(Arc::clone(&self.inner.cap)),
+            None,
         )?;
         pools.insert(key.clone(), pool.clone());
         Ok(pool)

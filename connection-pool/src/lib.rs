@@ -17,7 +17,10 @@
 //! - validation on checkout (skipped for connections used within `recycle_window`),
 //!   lifetime with jitter, idle timeout, keepalive probes of idle connections and
 //!   `min_idle` refill with backoff and slow start, by one maintainer task per pool;
-//! - [`KeyedPool`]: one pool per key under a total cap, making room from cold keys.
+//! - [`KeyedPool`]: one pool per key under a total cap, making room from cold keys;
+//! - [`Pool::resize`] at run time; leak detection (`leak_threshold`: a checkout held
+//!   too long is reported once, naming the `get` call's file and line); pool events on
+//!   a core `EventBus` ([`PoolBuilder::events`]); [`PoolConfig::from_env`].
 //!
 //! # Design
 //!
@@ -32,13 +35,16 @@
 //!   stranded in a dead waiter.
 //! - **Cancellation.** Dropping `get` at any await gives back what it held: a queued
 //!   waiter leaves the queue, a slot being connected is freed, and a connection being
-//!   validated is discarded (a half-done probe may leave bytes in flight).
+//!   validated is discarded (a half-done probe may leave bytes in flight), or returned
+//!   if [`CancelledValidation::Return`] says so.
 //! - **Lock order.** One `parking_lot` mutex guards idle deque, waiter queue and counts;
 //!   it is never held across an await or while a slot is dropped, and nothing but a
 //!   oneshot's or `Notify`'s internal lock is taken under it.
 //! - **Hot path.** With a connection idle and nobody waiting, `get` and drop each take
 //!   that lock once, briefly, and allocate nothing; the clock is read only when a
-//!   setting needs connection times. Waiting allocates one oneshot.
+//!   setting needs connection times. Waiting allocates one oneshot. Leak detection,
+//!   when on, records the checkout under that same lock (one clock read, a `&'static`
+//!   location) and leaves the scanning to the maintainer.
 //!
 //! ```
 //! use connection_core::Connection;
@@ -71,7 +77,7 @@ mod maintainer;
 mod pool;
 mod status;
 
-pub use config::{Fairness, PoolConfig, PoolConfigBuilder, QueueOrder};
+pub use config::{CancelledValidation, Fairness, PoolConfig, PoolConfigBuilder, QueueOrder};
 pub use error::PoolError;
 pub use keyed::KeyedPool;
 pub use pool::{Pool, PoolBuilder, PoolGuard};

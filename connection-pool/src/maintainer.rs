@@ -4,7 +4,8 @@
 //! `idle_timeout` while more than `min_idle` are idle; (2) takes idle connections not
 //! used or probed within `keepalive_interval` out of the deque, probes them and puts the
 //! live ones back (through the same release path as guards, so waiters get them first);
-//! (3) refills to `min_idle`.
+//! (3) refills to `min_idle`; (4) with `leak_threshold` set, reports checkouts held
+//! past it, each once.
 //!
 //! Refill after failures: each failed batch doubles a jittered backoff (100 ms up to
 //! 30 s) and drops the batch size to one connection, the *prober*; every fully
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use connection_core::Transport;
+use connection_core::{EventKind, Transport};
 use futures::future::join_all;
 use tokio::time::Instant;
 
@@ -42,12 +43,17 @@ struct Refill {
 
 pub(crate) async fn run<T: Transport>(shared: Arc<Shared<T>>) {
     let cfg = shared.config.clone();
-    let nap = [cfg.keepalive_interval, cfg.idle_timeout, cfg.max_lifetime]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(MAX_NAP)
-        .min(MAX_NAP);
+    let nap = [
+        cfg.keepalive_interval,
+        cfg.idle_timeout,
+        cfg.max_lifetime,
+        cfg.leak_threshold,
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .unwrap_or(MAX_NAP)
+    .min(MAX_NAP);
     let mut refill = Refill {
         failures: 0,
         batch: usize::MAX,
@@ -65,9 +71,10 @@ pub(crate) async fn run<T: Transport>(shared: Arc<Shared<T>>) {
         }
         probe_all(&shared, to_probe).await;
         let next_refill = refill_round(&shared, &mut refill).await;
+        let next_leak = report_leaks(&shared, now);
 
         let mut wake = now + nap;
-        for t in [next_due, next_refill].into_iter().flatten() {
+        for t in [next_due, next_refill, next_leak].into_iter().flatten() {
             wake = wake.min(t);
         }
         tokio::select! {
@@ -132,6 +139,45 @@ fn sweep<T: Transport>(shared: &Shared<T>, now: Instant) -> Sweep<T::Connection>
     (close, probe, next)
 }
 
+/// Reports checkouts held past `leak_threshold`, each once; returns when the next one
+/// known will be due. Checkouts taken after this scan are found by the next, at most
+/// one nap (no longer than the threshold) later.
+fn report_leaks<T: Transport>(shared: &Shared<T>, now: Instant) -> Option<Instant> {
+    let threshold = shared.config.leak_threshold?;
+    let mut next: Option<Instant> = None;
+    let mut leaks = Vec::new();
+    {
+        let mut st = shared.state.lock();
+        for lease in st.leases.iter_mut().flatten() {
+            if lease.reported {
+                continue;
+            }
+            let held = now.saturating_duration_since(lease.since);
+            if held >= threshold {
+                lease.reported = true;
+                leaks.push((held, lease.at));
+            } else {
+                let due = lease.since + threshold;
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+        }
+    }
+    // Reported outside the lock: formatting and publishing allocate.
+    for (held, at) in leaks {
+        tracing::warn!(
+            endpoint = %shared.transport.endpoint(),
+            ?held,
+            taken_at = %at,
+            "pool connection held longer than leak_threshold"
+        );
+        shared.publish(shared.id, || EventKind::ConnectionLeak {
+            held,
+            taken_at: at.to_string().into(),
+        });
+    }
+    next
+}
+
 async fn probe_all<T: Transport>(shared: &Arc<Shared<T>>, conns: Vec<Idle<T::Connection>>) {
     if conns.is_empty() {
         return;
@@ -149,7 +195,7 @@ async fn probe_all<T: Transport>(shared: &Arc<Shared<T>>, conns: Vec<Idle<T::Con
             shared.counters.closed(CloseReason::FailedValidation);
             tracing::debug!(endpoint = %shared.transport.endpoint(), "keepalive probe failed; connection discarded");
             shared.discard(Some(c));
-            Shared::release(shared, None, false);
+            Shared::release(shared, None, false, false, None);
         }
     }
 }
@@ -178,7 +224,7 @@ async fn refill_round<T: Transport>(
             let deficit = cfg
                 .min_idle
                 .saturating_sub(st.idle.len())
-                .min(cfg.max_size.saturating_sub(st.size));
+                .min(st.max_size.saturating_sub(st.size));
             let mut n = 0;
             while n < deficit.min(refill.batch) && shared.take_unit() {
                 n += 1;
@@ -195,7 +241,7 @@ async fn refill_round<T: Transport>(
             match r {
                 Ok(idle) => drop(Slot::new(Arc::clone(shared), Some(idle))),
                 Err(e) => {
-                    Shared::release(shared, None, false);
+                    Shared::release(shared, None, false, false, None);
                     failed = Some(e);
                 }
             }

@@ -12,18 +12,24 @@
 //!
 //! Every await in `get` holds either a queue entry (which leaves the queue when dropped)
 //! or a `Slot` (which gives itself back when dropped). A connection being validated when
-//! the caller gives up is discarded, since a half-finished probe may leave bytes in
-//! flight on it; its slot goes to the next waiter.
+//! the caller gives up is discarded by default, since a half-finished probe may leave
+//! bytes in flight on it, and its slot goes to the next waiter;
+//! [`CancelledValidation::Return`] gives the connection back instead, to be probed again
+//! at its next checkout.
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use connection_core::{Connection, ConnectionState, Transport};
+use std::panic::Location;
+
+use connection_core::{
+    Connection, ConnectionState, DisconnectReason, EventBus, EventKind, Transport,
+};
 use tokio::time::Instant;
 
-use crate::config::PoolConfig;
+use crate::config::{CancelledValidation, PoolConfig};
 use crate::error::PoolError;
 use crate::inner::{Acquire, Shared, Slot};
 use crate::maintainer;
@@ -41,17 +47,18 @@ pub struct Pool<T: Transport> {
 impl<T: Transport> Pool<T> {
     /// A pool of `transport`'s connections with `config`'s settings.
     ///
-    /// Starts the maintainer when `min_idle`, `idle_timeout`, `max_lifetime` or
-    /// `keepalive_interval` is set; that needs a tokio runtime, and without one those
+    /// Starts the maintainer when `min_idle`, `idle_timeout`, `max_lifetime`,
+    /// `keepalive_interval` or `leak_threshold` is set; that needs a tokio runtime, and without one those
     /// settings are refused (the error names `min_idle`, or the first one set).
     pub fn new(transport: T, config: PoolConfig) -> Result<Self, connection_core::ConfigError> {
-        Self::with_cap(transport, config, None)
+        Self::with_cap(transport, config, None, None)
     }
 
     pub(crate) fn with_cap(
         transport: T,
         config: PoolConfig,
         cap: Option<Arc<crate::inner::Cap<T>>>,
+        events: Option<(EventBus, Arc<str>)>,
     ) -> Result<Self, connection_core::ConfigError> {
         config.validate()?;
         let needs = config.needs_maintainer();
@@ -61,10 +68,12 @@ impl<T: Transport> Pool<T> {
             "idle_timeout"
         } else if config.max_lifetime.is_some() {
             "max_lifetime"
-        } else {
+        } else if config.keepalive_interval.is_some() {
             "keepalive_interval"
+        } else {
+            "leak_threshold"
         };
-        let shared = Arc::new(Shared::new(transport, config, cap));
+        let shared = Arc::new(Shared::new(transport, config, cap, events));
         if needs {
             let Ok(rt) = tokio::runtime::Handle::try_current() else {
                 return Err(connection_core::ConfigError::new(
@@ -83,6 +92,7 @@ impl<T: Transport> Pool<T> {
         PoolBuilder {
             transport,
             config: PoolConfig::builder(),
+            events: None,
         }
     }
 
@@ -91,9 +101,20 @@ impl<T: Transport> Pool<T> {
     /// Fails with [`PoolError::Timeout`] after `wait_timeout`, [`PoolError::Connect`]
     /// when this call's own connect attempt fails, and [`PoolError::Closed`].
     /// Cancel-safe: dropping the future at any point gives back whatever it held.
-    pub async fn get(&self) -> Result<PoolGuard<T>, PoolError> {
+    ///
+    /// The caller's source location is kept (a `&'static` reference, no allocation) so
+    /// that a leak report can say where a connection held too long was taken.
+    #[track_caller]
+    pub fn get(&self) -> impl Future<Output = Result<PoolGuard<T>, PoolError>> + '_ {
+        self.get_at(Location::caller())
+    }
+
+    pub(crate) async fn get_at(
+        &self,
+        at: &'static Location<'static>,
+    ) -> Result<PoolGuard<T>, PoolError> {
         let shared = &self.shared;
-        let slot = match Shared::try_acquire(shared)? {
+        let slot = match Shared::try_acquire(shared, at)? {
             Acquire::Ready(slot) => slot,
             waiting => {
                 shared.counters.waited.fetch_add(1, Ordering::Relaxed);
@@ -101,13 +122,59 @@ impl<T: Transport> Pool<T> {
                 let deadline = shared.config.wait_timeout.map(|d| started + d);
                 let slot = match waiting {
                     Acquire::Queued(id, rx) => Shared::wait_handoff(shared, id, rx, deadline).await,
-                    _ => Shared::wait_barging(shared, deadline).await,
+                    _ => Shared::wait_barging(shared, deadline, at).await,
                 }?;
                 shared.wait_time.record(started.elapsed());
                 slot
             }
         };
         ready(slot).await
+    }
+
+    /// Changes `max_size` at run time.
+    ///
+    /// Growing serves waiting `get` calls at once with the new room. Shrinking closes
+    /// idle connections beyond `max_size` now and connections in use as they come back
+    /// (they are not handed to waiters meanwhile), so the pool never again holds more
+    /// than `max_size`. [`Status::max_size`] shows the current cap; [`config`](Self::config)
+    /// keeps the one the pool was built with. Fails, naming `max_size`, for zero or less
+    /// than `min_idle`; on a closed pool it does nothing.
+    ///
+    /// ```
+    /// use connection_pool::Pool;
+    /// use connection_testkit::{TcpEchoServer, TcpEchoTransport};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TcpEchoServer::start().await?;
+    /// let pool = Pool::builder(TcpEchoTransport::new(server.addr())?).max_size(1).build()?;
+    /// let first = pool.get().await?;
+    /// pool.resize(2)?;                        // room for a second one at once
+    /// let second = pool.get().await?;
+    /// assert_eq!(pool.status().size, 2);
+    ///
+    /// pool.resize(1)?;
+    /// drop(first);                            // closed on return: one too many
+    /// assert_eq!(pool.status().size, 1);
+    /// assert!(pool.resize(0).is_err());
+    /// # drop(second);
+    /// # Ok(()) }
+    /// ```
+    pub fn resize(&self, max_size: usize) -> Result<(), connection_core::ConfigError> {
+        if max_size == 0 {
+            return Err(connection_core::ConfigError::new(
+                "max_size",
+                "must be greater than zero",
+            ));
+        }
+        let min_idle = self.shared.config.min_idle;
+        if max_size < min_idle {
+            return Err(connection_core::ConfigError::new(
+                "max_size",
+                format!("{max_size} is less than min_idle {min_idle}"),
+            ));
+        }
+        Shared::resize(&self.shared, max_size);
+        Ok(())
     }
 
     /// The pool's occupancy now.
@@ -148,6 +215,10 @@ impl<T: Transport> Pool<T> {
             .validate_timeout
             .unwrap_or(std::time::Duration::from_secs(5));
         for mut c in idle {
+            self.shared
+                .publish(c.conn.id(), || EventKind::Disconnected {
+                    reason: DisconnectReason::Shutdown,
+                });
             let _ = tokio::time::timeout(limit, c.conn.close()).await;
         }
     }
@@ -156,7 +227,7 @@ impl<T: Transport> Pool<T> {
 /// Turns a slot into a guard: checks a pooled connection, or connects.
 async fn ready<T: Transport>(mut slot: Slot<T>) -> Result<PoolGuard<T>, PoolError> {
     let shared = Arc::clone(&slot.shared);
-    if let Some(mut idle) = slot.conn.take() {
+    if let Some(idle) = slot.conn.as_mut() {
         let now = if shared.uses_clock {
             Instant::now()
         } else {
@@ -168,20 +239,23 @@ async fn ready<T: Transport>(mut slot: Slot<T>) -> Result<PoolGuard<T>, PoolErro
             Some(CloseReason::Lifetime)
         } else if shared.config.validate_timeout.is_some()
             && now.saturating_duration_since(idle.last_ok) >= shared.config.recycle_window
-            && !shared.probe(&mut idle).await
         {
-            Some(CloseReason::FailedValidation)
+            // The connection stays in the slot while it is probed, so a cancelled `get`
+            // hands it to `release` with these flags: closed, or returned unvouched for.
+            slot.unchecked = true;
+            slot.broken = shared.config.cancelled_validation == CancelledValidation::Discard;
+            let ok = shared.probe(idle).await;
+            slot.unchecked = false;
+            slot.broken = false;
+            (!ok).then_some(CloseReason::FailedValidation)
         } else {
             None
         };
         match reason {
-            None => {
-                slot.conn = Some(idle);
-                return Ok(PoolGuard { slot: Some(slot) });
-            }
+            None => return Ok(PoolGuard { slot: Some(slot) }),
             Some(reason) => {
                 shared.counters.closed(reason);
-                shared.discard(Some(idle));
+                shared.discard(slot.conn.take());
             }
         }
     }
@@ -235,6 +309,7 @@ impl<T: Transport> fmt::Debug for Pool<T> {
 pub struct PoolBuilder<T: Transport> {
     transport: T,
     config: crate::config::PoolConfigBuilder,
+    events: Option<(EventBus, Arc<str>)>,
 }
 
 impl<T: Transport> fmt::Debug for PoolBuilder<T> {
@@ -266,9 +341,39 @@ impl<T: Transport> PoolBuilder<T> {
         self.configure(|c| c.min_idle(n))
     }
 
+    /// Publishes the pool's events on `bus` under `name`: `Connected` and
+    /// `Disconnected` (reason `Shutdown`) for each connection the pool opens and
+    /// closes, `Error` for each failed connect, and `ConnectionLeak` for each checkout
+    /// held past `leak_threshold`. Events about no one connection (errors, leaks) carry
+    /// the pool's own [`ConnectionId`](connection_core::ConnectionId). Nothing is
+    /// published on the `get`/drop path of a pooled connection.
+    ///
+    /// ```
+    /// use connection_core::{EventBus, EventFilter, EventKind};
+    /// use connection_pool::Pool;
+    /// use connection_testkit::{TcpEchoServer, TcpEchoTransport};
+    /// use futures::StreamExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TcpEchoServer::start().await?;
+    /// let bus = EventBus::new(64);
+    /// let mut events = bus.subscribe(EventFilter::all().name("db"));
+    /// let pool = Pool::builder(TcpEchoTransport::new(server.addr())?)
+    ///     .events(bus.clone(), "db")
+    ///     .build()?;
+    /// drop(pool.get().await?);
+    /// let first = events.next().await.ok_or("no event")??;
+    /// assert!(matches!(first.kind, EventKind::Connected));
+    /// # Ok(()) }
+    /// ```
+    pub fn events(mut self, bus: EventBus, name: impl Into<Arc<str>>) -> Self {
+        self.events = Some((bus, name.into()));
+        self
+    }
+
     /// Validates the settings and starts the pool. See [`Pool::new`].
     pub fn build(self) -> Result<Pool<T>, connection_core::ConfigError> {
-        Pool::new(self.transport, self.config.build()?)
+        Pool::with_cap(self.transport, self.config.build()?, None, self.events)
     }
 }
 

@@ -34,9 +34,11 @@ impl fmt::Display for Status {
 /// Connections closed by the pool, by reason.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ClosedCounts {
-    /// Reported broken (`mark_broken`, or a state other than connected).
+    /// Reported broken (`mark_broken`, or a state other than connected), or dropped
+    /// mid-validation by a cancelled `get` ([`CancelledValidation::Discard`](crate::CancelledValidation::Discard)).
     pub broken: u64,
-    /// Idle longer than `idle_timeout`.
+    /// Idle longer than `idle_timeout`, or closed to make room (a keyed pool's other
+    /// key, or a [`resize`](crate::Pool::resize) below the current size).
     pub idle: u64,
     /// Older than their (jittered) `max_lifetime`.
     pub lifetime: u64,

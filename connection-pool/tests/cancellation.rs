@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use connection_pool::{Fairness, Pool, PoolConfig};
+use connection_pool::{CancelledValidation, Fairness, Pool, PoolConfig};
 use support::Mem;
 
 async fn storm(fairness: Fairness, validate: bool) {
@@ -146,9 +146,53 @@ async fn cancelled_during_validation_discards_and_frees_the_slot() {
     assert!(gave_up.is_err());
     let s = pool.status();
     assert_eq!((s.size, s.idle, s.in_use), (0, 0, 0), "{s}");
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(
+        knobs.closes.load(Ordering::SeqCst),
+        1,
+        "closed, not just dropped"
+    );
     knobs.probe_delay_ms.store(0, Ordering::SeqCst);
     let c = pool.get().await.expect("test step");
     assert_eq!(knobs.connects.load(Ordering::SeqCst), 2);
+    drop(c);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelled_during_validation_can_return_the_connection() {
+    use std::sync::atomic::Ordering;
+    let mem = Mem::new();
+    let knobs = mem.knobs.clone();
+    let cfg = PoolConfig::builder()
+        .max_size(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .validate_timeout(Some(Duration::from_secs(1)))
+        .recycle_window(Duration::from_secs(10))
+        .cancelled_validation(CancelledValidation::Return)
+        .build()
+        .expect("test step");
+    let pool = Pool::new(mem, cfg).expect("test step");
+    drop(pool.get().await.expect("test step"));
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    knobs.probe_delay_ms.store(100, Ordering::SeqCst);
+    let gave_up = tokio::time::timeout(Duration::from_millis(10), pool.get()).await;
+    assert!(gave_up.is_err());
+    let s = pool.status();
+    assert_eq!((s.size, s.idle, s.in_use), (1, 1, 0), "returned: {s}");
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(knobs.closes.load(Ordering::SeqCst), 0);
+
+    knobs.probe_delay_ms.store(0, Ordering::SeqCst);
+    let c = pool.get().await.expect("test step");
+    assert_eq!(
+        knobs.connects.load(Ordering::SeqCst),
+        1,
+        "the same connection"
+    );
+    // The abandoned probe vouched for nothing: this checkout probed it again, though
+    // within `recycle_window` of its return.
+    assert_eq!(knobs.probes.load(Ordering::SeqCst), 2);
     drop(c);
 }
 
