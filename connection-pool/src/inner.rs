@@ -20,7 +20,7 @@
 //!
 //! # Lock order
 //!
-//! One `parking_lot::Mutex` guards the idle deque, the waiter queue and the counts. It is
+//! One mutex ([`StateLock`], a padded `std` mutex) guards the idle deque, the waiter queue and the counts. It is
 //! never held across an await, never held while a [`Slot`] is dropped (drops re-enter
 //! `release`), and no other lock is taken under it except a oneshot's or a `Notify`'s
 //! internal one.
@@ -67,6 +67,9 @@ pub(crate) struct Waiter<T: Transport> {
     tx: oneshot::Sender<Slot<T>>,
     /// Where its `get` was called, for leak reports.
     at: &'static Location<'static>,
+    /// Whether this caller is connecting a slot of its own meanwhile (see
+    /// [`Shared::connect_racing`]): it is not counted as waiting.
+    connecting: bool,
 }
 
 /// A checkout watched for leaks (only with `leak_threshold` set): when and where it was
@@ -81,6 +84,8 @@ pub(crate) struct State<T: Transport> {
     pub(crate) idle: VecDeque<Idle<T::Connection>>,
     /// Strict mode's queue, oldest first.
     waiters: VecDeque<Waiter<T>>,
+    /// How many of `waiters` are connecting a slot of their own meanwhile.
+    connecting: usize,
     /// Throughput mode's count of tasks waiting on `Shared::available`.
     barging_waiters: usize,
     pub(crate) size: usize,
@@ -99,7 +104,14 @@ pub(crate) struct State<T: Transport> {
 
 impl<T: Transport> State<T> {
     fn waiting(&self) -> usize {
-        self.waiters.len() + self.barging_waiters
+        self.waiters.len() - self.connecting + self.barging_waiters
+    }
+
+    /// Takes the oldest waiter off the queue.
+    fn pop_waiter(&mut self) -> Option<Waiter<T>> {
+        let w = self.waiters.pop_front()?;
+        self.connecting -= usize::from(w.connecting);
+        Some(w)
     }
 }
 
@@ -109,7 +121,7 @@ pub(crate) struct Shared<T: Transport> {
     /// Whether any setting reads connection times; when none does, the hot path skips
     /// the clock (two reads per get + drop are a tenth of its cost).
     pub(crate) uses_clock: bool,
-    pub(crate) state: Padded<Mutex<State<T>>>,
+    pub(crate) state: StateLock<State<T>>,
     /// The total cap shared with the other pools of a `KeyedPool`, if any.
     pub(crate) cap: Option<Arc<Cap<T>>>,
     /// Throughput mode: one notification per connection (or slot) given back.
@@ -127,16 +139,28 @@ pub(crate) struct Shared<T: Transport> {
     pub(crate) id: ConnectionId,
 }
 
-/// The lock alone on its cache line: the `Arc`'s reference count, bumped by every
+/// The pool lock, alone on its cache line: the `Arc`'s reference count, bumped by every
 /// checkout, would otherwise share it and turn each lock into two contended lines.
+///
+/// A `std` mutex rather than `parking_lot`'s: its critical sections here are a few
+/// dozen nanoseconds, and under contention `std` spins on the lock word before it
+/// sleeps, whereas `parking_lot` soon falls back to `sched_yield`, a system call that
+/// costs far more than the wait it replaces and set the multi-thread p99.
 #[repr(align(64))]
-pub(crate) struct Padded<T>(T);
+pub(crate) struct StateLock<S>(std::sync::Mutex<S>);
 
-impl<T> std::ops::Deref for Padded<T> {
-    type Target = T;
+impl<S> StateLock<S> {
+    fn new(state: S) -> Self {
+        Self(std::sync::Mutex::new(state))
+    }
 
-    fn deref(&self) -> &T {
-        &self.0
+    /// Locks the state. No code panics under this lock, and were one to, the state
+    /// would still be consistent for the caller (as with `parking_lot`), so poisoning
+    /// is ignored.
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, S> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -207,9 +231,10 @@ impl<T: Transport> Shared<T> {
             id: ConnectionId::next(),
             transport,
             cap,
-            state: Padded(Mutex::new(State {
+            state: StateLock::new(State {
                 idle: VecDeque::with_capacity(config.max_size),
                 waiters: VecDeque::new(),
+                connecting: 0,
                 barging_waiters: 0,
                 size: 0,
                 max_size: config.max_size,
@@ -219,7 +244,7 @@ impl<T: Transport> Shared<T> {
                 last_error: None,
                 leases: Vec::with_capacity(leak_capacity),
                 free_leases: Vec::with_capacity(leak_capacity),
-            })),
+            }),
             uses_clock: config.validate_timeout.is_some()
                 || config.idle_timeout.is_some()
                 || config.max_lifetime.is_some()
@@ -317,7 +342,7 @@ impl<T: Transport> Shared<T> {
             return;
         }
         if this.config.fairness == Fairness::Strict {
-            while let Some(waiter) = st.waiters.pop_front() {
+            while let Some(waiter) = st.pop_waiter() {
                 match Self::hand_to(this, &mut st, waiter, conn.take()) {
                     Ok(()) => {
                         this.waiter_left(&st);
@@ -470,7 +495,7 @@ impl<T: Transport> Shared<T> {
             return true;
         }
         st.size += 1;
-        while let Some(waiter) = st.waiters.pop_front() {
+        while let Some(waiter) = st.pop_waiter() {
             if Self::hand_to(this, &mut st, waiter, None).is_ok() {
                 this.waiter_left(&st);
                 return true;
@@ -503,7 +528,7 @@ impl<T: Transport> Shared<T> {
                 this.notify_freed(&st, n.saturating_sub(old));
             } else {
                 while st.size < st.max_size {
-                    let Some(waiter) = st.waiters.pop_front() else {
+                    let Some(waiter) = st.pop_waiter() else {
                         break;
                     };
                     if waiter.tx.is_closed() {
@@ -511,6 +536,7 @@ impl<T: Transport> Shared<T> {
                     }
                     if !this.take_unit() {
                         // The keyed total is full: stay first in line for its next unit.
+                        st.connecting += usize::from(waiter.connecting);
                         st.waiters.push_front(waiter);
                         Shared::block(this);
                         break;
@@ -584,19 +610,22 @@ impl<T: Transport> Shared<T> {
         }
         st.gets += 1;
         let strict = this.config.fairness == Fairness::Strict;
-        if !strict || st.waiters.is_empty() {
+        if !strict || st.waiters.len() == st.connecting {
+            // The slot (and its `Arc` count, a contended line) is made after unlocking.
             if let Some(c) = this.pop_idle(&mut st) {
-                let mut slot = Slot::new(Arc::clone(this), Some(c));
-                slot.lease = this.lease(&mut st, at);
+                let lease = this.lease(&mut st, at);
                 drop(st);
+                let mut slot = Slot::new(Arc::clone(this), Some(c));
+                slot.lease = lease;
                 return Ok(Acquire::Ready(slot));
             }
             if st.size < st.max_size {
                 if this.take_unit() {
                     st.size += 1;
-                    let mut slot = Slot::new(Arc::clone(this), None);
-                    slot.lease = this.lease(&mut st, at);
+                    let lease = this.lease(&mut st, at);
                     drop(st);
+                    let mut slot = Slot::new(Arc::clone(this), None);
+                    slot.lease = lease;
                     return Ok(Acquire::Ready(slot));
                 }
                 Shared::block(this);
@@ -606,11 +635,118 @@ impl<T: Transport> Shared<T> {
             let (tx, rx) = oneshot::channel();
             let id = st.next_waiter;
             st.next_waiter += 1;
-            st.waiters.push_back(Waiter { id, tx, at });
+            st.waiters.push_back(Waiter {
+                id,
+                tx,
+                at,
+                connecting: false,
+            });
             Ok(Acquire::Queued(id, rx))
         } else {
             st.barging_waiters += 1;
             Ok(Acquire::Barging)
+        }
+    }
+
+    /// Strict mode: connects the empty `slot` while also queueing for a connection
+    /// given back meanwhile; whichever comes first serves the caller.
+    ///
+    /// A connect that loses to a handoff goes on in the background with its slot: its
+    /// connection then goes to a waiter, or idles while the pool has fewer than
+    /// `min_idle` idle, and is otherwise closed. Cancelled, this drops the queue entry
+    /// first, then the connect and the slot, as a plain connect would.
+    pub(crate) async fn connect_racing(
+        this: &Arc<Self>,
+        mut slot: Slot<T>,
+        at: &'static Location<'static>,
+    ) -> Result<Raced<T>, crate::PoolError> {
+        let shared = Arc::clone(this);
+        let mut connect = Box::pin(async move { shared.create().await });
+        let (tx, rx) = oneshot::channel();
+        let id = {
+            let mut st = this.state.lock();
+            if st.closed {
+                drop(st);
+                return Err(this.closed_error());
+            }
+            let id = st.next_waiter;
+            st.next_waiter += 1;
+            st.waiters.push_back(Waiter {
+                id,
+                tx,
+                at,
+                connecting: true,
+            });
+            st.connecting += 1;
+            id
+        };
+        let mut entry = QueueEntry {
+            shared: this,
+            id,
+            rx: Some(rx),
+        };
+        let Some(rx) = entry.rx.as_mut() else {
+            return Err(this.closed_error());
+        };
+        let outcome = tokio::select! {
+            biased;
+            r = &mut connect => Race::Own(r),
+            r = rx => Race::Handed(r),
+        };
+        let own = match outcome {
+            Race::Own(r) => {
+                // Leaves the queue; a slot sent to it just now goes to the next waiter.
+                drop(entry);
+                r
+            }
+            Race::Handed(Ok(handed)) => {
+                entry.rx = None;
+                if handed.conn.is_none() {
+                    // A right to connect: this caller connects already, so give it back.
+                    drop(handed);
+                    connect.await
+                } else {
+                    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                        let shared = Arc::clone(this);
+                        rt.spawn(async move {
+                            match connect.await {
+                                Ok(idle) => {
+                                    let keep = {
+                                        let st = shared.state.lock();
+                                        !st.waiters.is_empty()
+                                            || st.idle.len() < shared.config.min_idle
+                                    };
+                                    if keep {
+                                        slot.conn = Some(idle);
+                                    } else {
+                                        shared.counters.closed(CloseReason::Idle);
+                                        shared.discard(Some(idle));
+                                    }
+                                }
+                                Err(e) => shared.record_error(&e),
+                            }
+                            // Hands the connection on, idles it, or frees the slot.
+                            drop(slot);
+                        });
+                    }
+                    return Ok(Raced::Handed(handed));
+                }
+            }
+            // The sender was dropped unsent: the pool closed.
+            Race::Handed(Err(_)) => {
+                entry.rx = None;
+                return Err(this.closed_error());
+            }
+        };
+        match own {
+            Ok(idle) => {
+                slot.conn = Some(idle);
+                Ok(Raced::Connected(slot))
+            }
+            Err(source) => {
+                this.record_error(&source);
+                Err(crate::PoolError::Connect { source })
+            }
         }
     }
 
@@ -731,6 +867,7 @@ impl<T: Transport> Shared<T> {
         st.closed = true;
         let idle: Vec<_> = st.idle.drain(..).collect();
         st.size -= idle.len();
+        st.connecting = 0;
         (idle, std::mem::take(&mut st.waiters))
     }
 
@@ -841,6 +978,19 @@ impl<T: Transport> Shared<T> {
     }
 }
 
+/// How [`Shared::connect_racing`] served its caller.
+pub(crate) enum Raced<T: Transport> {
+    /// With its own new connection, ready to use.
+    Connected(Slot<T>),
+    /// With a connection given back by another caller, to be checked like any other.
+    Handed(Slot<T>),
+}
+
+enum Race<A, B> {
+    Own(A),
+    Handed(B),
+}
+
 pub(crate) enum Acquire<T: Transport> {
     Ready(Slot<T>),
     Queued(u64, oneshot::Receiver<Slot<T>>),
@@ -851,7 +1001,9 @@ fn remove_waiter<T: Transport>(st: &mut State<T>, id: u64) -> bool {
     // Ids grow along the queue, so a binary search finds the entry.
     match st.waiters.binary_search_by_key(&id, |w| w.id) {
         Ok(i) => {
-            st.waiters.remove(i);
+            if let Some(w) = st.waiters.remove(i) {
+                st.connecting -= usize::from(w.connecting);
+            }
             true
         }
         Err(_) => false,

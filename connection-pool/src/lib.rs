@@ -37,7 +37,7 @@
 //!   waiter leaves the queue, a slot being connected is freed, and a connection being
 //!   validated is discarded (a half-done probe may leave bytes in flight), or returned
 //!   if [`CancelledValidation::Return`] says so.
-//! - **Lock order.** One `parking_lot` mutex guards idle deque, waiter queue and counts;
+//! - **Lock order.** One mutex guards idle deque, waiter queue and counts;
 //!   it is never held across an await or while a slot is dropped, and nothing but a
 //!   oneshot's or `Notify`'s internal lock is taken under it.
 //! - **Hot path.** With a connection idle and nobody waiting, `get` and drop each take

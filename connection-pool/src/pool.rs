@@ -8,6 +8,12 @@
 //! `recycle_window`) fails a probe is discarded and *its slot is reused* to connect a
 //! fresh one, so the caller keeps its place instead of queueing again.
 //!
+//! In strict mode a `get` that finds nothing idle and takes a free slot to connect
+//! also queues for a connection given back meanwhile, and takes whichever comes first
+//! ([`Shared::connect_racing`]); a connect that loses finishes in the background and
+//! serves a waiter, idles up to `min_idle`, or is closed. So a burst of demand opens
+//! connections only while the ones in use do not come back sooner.
+//!
 //! # Cancellation
 //!
 //! Every await in `get` holds either a queue entry (which leaves the queue when dropped)
@@ -31,7 +37,7 @@ use tokio::time::Instant;
 
 use crate::config::{CancelledValidation, PoolConfig};
 use crate::error::PoolError;
-use crate::inner::{Acquire, Shared, Slot};
+use crate::inner::{Acquire, Raced, Shared, Slot};
 use crate::maintainer;
 use crate::status::{CloseReason, PoolMetrics, Status};
 
@@ -115,6 +121,18 @@ impl<T: Transport> Pool<T> {
     ) -> Result<PoolGuard<T>, PoolError> {
         let shared = &self.shared;
         let slot = match Shared::try_acquire(shared, at)? {
+            // Nothing idle: connect, but take a connection given back meanwhile if it
+            // comes first (strict mode; a keyed pool's total cap keeps plain connects).
+            Acquire::Ready(slot)
+                if slot.conn.is_none()
+                    && shared.config.fairness == crate::config::Fairness::Strict
+                    && shared.cap.is_none() =>
+            {
+                return match Shared::connect_racing(shared, slot, at).await? {
+                    Raced::Connected(slot) => Ok(PoolGuard { slot: Some(slot) }),
+                    Raced::Handed(slot) => ready(slot).await,
+                };
+            }
             Acquire::Ready(slot) => slot,
             waiting => {
                 shared.counters.waited.fetch_add(1, Ordering::Relaxed);

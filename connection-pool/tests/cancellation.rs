@@ -228,3 +228,73 @@ async fn create_timeout_is_a_connect_error() {
     assert!(source.is_timeout(), "{source}");
     assert_eq!(pool.status().size, 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_connecting_get_takes_a_connection_returned_first() {
+    use connection_core::Connection;
+    use std::sync::atomic::Ordering;
+    let mem = Mem::new();
+    let knobs = mem.knobs.clone();
+    let cfg = PoolConfig::builder()
+        .max_size(2)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .wait_timeout(None)
+        .create_timeout(Duration::from_millis(500))
+        .validate_timeout(None)
+        .build()
+        .expect("test step");
+    let pool = Pool::new(mem, cfg).expect("test step");
+    let held = pool.get().await.expect("test step");
+    knobs.connect_delay_ms.store(100, Ordering::SeqCst);
+    let p = pool.clone();
+    let started = tokio::time::Instant::now();
+    let second = tokio::spawn(async move {
+        let c = p.get().await.expect("test step");
+        (started.elapsed(), c.id())
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // Connecting, not waiting.
+    let s = pool.status();
+    assert_eq!((s.size, s.waiting), (2, 0), "{s}");
+    let first_id = held.id();
+    drop(held);
+    let (took, id) = second.await.expect("test step");
+    // Served by the handoff, long before its own connect would finish.
+    assert!(took < Duration::from_millis(50), "{took:?}");
+    assert_eq!(id, first_id);
+    // The losing connect finishes in the background and, with nobody waiting and
+    // enough idle, is closed: the pool settles at one connection.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(knobs.connects.load(Ordering::SeqCst), 2);
+    let s = pool.status();
+    assert_eq!((s.size, s.idle, s.in_use, s.waiting), (1, 1, 0, 0), "{s}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_racing_connect_frees_its_slot_and_queue_place() {
+    use std::sync::atomic::Ordering;
+    let mem = Mem::new();
+    let knobs = mem.knobs.clone();
+    let cfg = PoolConfig::builder()
+        .max_size(2)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .wait_timeout(None)
+        .create_timeout(Duration::from_millis(500))
+        .validate_timeout(None)
+        .build()
+        .expect("test step");
+    let pool = Pool::new(mem, cfg).expect("test step");
+    let held = pool.get().await.expect("test step");
+    knobs.connect_delay_ms.store(100, Ordering::SeqCst);
+    let gave_up = tokio::time::timeout(Duration::from_millis(10), pool.get()).await;
+    assert!(gave_up.is_err());
+    let s = pool.status();
+    assert_eq!((s.size, s.in_use, s.waiting), (1, 1, 0), "{s}");
+    drop(held);
+    let s = pool.status();
+    assert_eq!((s.size, s.idle), (1, 1), "{s}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(pool.status().size, 1);
+}
