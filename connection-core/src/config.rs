@@ -76,6 +76,59 @@ pub fn require_nonzero(field: &'static str, value: Duration) -> Result<(), Confi
     }
 }
 
+/// Deserializes `T` from the variables whose names start with `prefix`: the rest of
+/// the name, lower-cased, is the field (`CONNECTION_POOL_MAX_SIZE` → `max_size`).
+///
+/// Every crate's config already has a serde form; reading the environment through it
+/// means one schema and one validation for files and variables alike. Values that
+/// parse as numbers or `true`/`false` are passed as such, `null` as null (to turn an
+/// optional setting off), anything else as text. A value of the wrong type or an
+/// unknown name is an error whose field is the prefix.
+///
+/// ```
+/// #[derive(serde::Deserialize)]
+/// struct Limits { max_size: u32, mode: String }
+///
+/// let l: Limits = connection_core::from_prefixed_vars(
+///     "APP_",
+///     [("APP_MAX_SIZE", "8"), ("APP_MODE", "fast"), ("OTHER", "x")],
+/// )?;
+/// assert_eq!((l.max_size, l.mode.as_str()), (8, "fast"));
+/// # Ok::<(), connection_core::ConfigError>(())
+/// ```
+pub fn from_prefixed_vars<T, K, V>(
+    prefix: &'static str,
+    vars: impl IntoIterator<Item = (K, V)>,
+) -> Result<T, ConfigError>
+where
+    T: serde::de::DeserializeOwned,
+    K: AsRef<str>,
+    V: AsRef<str>,
+{
+    use serde_json::{Map, Value};
+    let mut fields = Map::new();
+    for (key, value) in vars {
+        let Some(field) = key.as_ref().strip_prefix(prefix) else {
+            continue;
+        };
+        let value = value.as_ref().trim();
+        let value = if let Ok(n) = value.parse::<u64>() {
+            Value::from(n)
+        } else if let Ok(x) = value.parse::<f64>() {
+            Value::from(x)
+        } else if let Ok(b) = value.parse::<bool>() {
+            Value::from(b)
+        } else if value == "null" {
+            Value::Null
+        } else {
+            Value::from(value)
+        };
+        fields.insert(field.to_ascii_lowercase(), value);
+    }
+    serde_json::from_value(Value::Object(fields))
+        .map_err(|e| ConfigError::new(prefix, e.to_string()))
+}
+
 /// Connection lifecycle settings shared by every transport.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(try_from = "RawConfig")]

@@ -59,7 +59,8 @@ mod transport;
 
 pub use backoff::{Backoff, ConstantBackoff};
 pub use config::{
-    ConfigError, ConnectionConfig, ConnectionConfigBuilder, ENV_PREFIX, require_nonzero,
+    ConfigError, ConnectionConfig, ConnectionConfigBuilder, ENV_PREFIX, from_prefixed_vars,
+    require_nonzero,
 };
 pub use endpoint::{Endpoint, EndpointError, EndpointErrorKind};
 pub use error::{BoxError, Error, RejectReason, Rejected};

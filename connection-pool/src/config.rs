@@ -225,28 +225,8 @@ impl PoolConfig {
     pub fn from_vars<K: AsRef<str>, V: AsRef<str>>(
         vars: impl IntoIterator<Item = (K, V)>,
     ) -> Result<Self, ConfigError> {
-        use serde_json::{Map, Value};
-        let mut fields = Map::new();
-        for (key, value) in vars {
-            let Some(field) = key.as_ref().strip_prefix(ENV_PREFIX) else {
-                continue;
-            };
-            let value = value.as_ref().trim();
-            // Numbers and `null` as such, anything else (enum names) as text.
-            let value = if let Ok(n) = value.parse::<u64>() {
-                Value::from(n)
-            } else if let Ok(x) = value.parse::<f64>() {
-                Value::from(x)
-            } else if value == "null" {
-                Value::Null
-            } else {
-                Value::from(value)
-            };
-            fields.insert(field.to_ascii_lowercase(), value);
-        }
-        // Deserializing runs `validate`; its error keeps the field it names.
-        let raw: RawConfig = serde_json::from_value(Value::Object(fields))
-            .map_err(|e| ConfigError::new(ENV_PREFIX, e.to_string()))?;
+        // Deserializing the raw form, then `try_from` validates and names the field.
+        let raw: RawConfig = connection_core::from_prefixed_vars(ENV_PREFIX, vars)?;
         Self::try_from(raw)
     }
 }

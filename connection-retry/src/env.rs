@@ -15,44 +15,10 @@
 use std::time::Duration;
 
 use connection_core::{ConfigError, ConnectionConfig};
-use serde::de::DeserializeOwned;
-use serde_json::{Map, Value};
 
 use crate::backoff::{BackoffConfig, BackoffStrategy, Jitter};
 use crate::breaker::CircuitBreakerConfig;
 use crate::bulkhead::BulkheadConfig;
-
-/// Deserializes `T` from the variables that start with `prefix` (the rest of the name,
-/// lower-cased, is the field name).
-fn from_vars<T, K, V>(
-    prefix: &'static str,
-    vars: impl IntoIterator<Item = (K, V)>,
-) -> Result<T, ConfigError>
-where
-    T: DeserializeOwned,
-    K: AsRef<str>,
-    V: AsRef<str>,
-{
-    let mut fields = Map::new();
-    for (key, value) in vars {
-        let Some(field) = key.as_ref().strip_prefix(prefix) else {
-            continue;
-        };
-        let value = value.as_ref().trim();
-        let value = if let Ok(n) = value.parse::<u64>() {
-            Value::from(n)
-        } else if let Ok(x) = value.parse::<f64>() {
-            Value::from(x)
-        } else if let Ok(b) = value.parse::<bool>() {
-            Value::from(b)
-        } else {
-            Value::from(value)
-        };
-        fields.insert(field.to_ascii_lowercase(), value);
-    }
-    serde_json::from_value(Value::Object(fields))
-        .map_err(|e| ConfigError::new(prefix, e.to_string()))
-}
 
 macro_rules! env_config {
     ($ty:ty, $prefix:literal, $validate:expr) => {
@@ -66,7 +32,7 @@ macro_rules! env_config {
             pub fn from_vars<K: AsRef<str>, V: AsRef<str>>(
                 vars: impl IntoIterator<Item = (K, V)>,
             ) -> Result<Self, ConfigError> {
-                let config: Self = from_vars($prefix, vars)?;
+                let config: Self = connection_core::from_prefixed_vars($prefix, vars)?;
                 let validate: fn(&Self) -> Result<(), ConfigError> = $validate;
                 validate(&config)?;
                 Ok(config)
