@@ -34,15 +34,24 @@ const RUN: Duration = Duration::from_millis(400);
 const SAMPLE_EVERY: u64 = 8;
 const YIELD_EVERY: u64 = 32;
 
-// ---- the zero-cost connection, for us and for the peers ----
+// ---- the connection, for us and for the peers ----
 
-struct Zero(Endpoint);
+/// Sleeps the given delay in every connect (none for the throughput runs, 150 ms in the
+/// spike, like a remote database), then makes a zero-cost connection.
+async fn connect_after(delay: Duration) -> ConnectionId {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    ConnectionId::next()
+}
+
+struct Zero(Endpoint, Duration);
 struct ZeroConn(ConnectionId);
 
 impl Transport for Zero {
     type Connection = ZeroConn;
     async fn connect(&self) -> Result<ZeroConn, Error> {
-        Ok(ZeroConn(ConnectionId::next()))
+        Ok(ZeroConn(connect_after(self.1).await))
     }
     fn endpoint(&self) -> &Endpoint {
         &self.0
@@ -67,13 +76,13 @@ impl Connection for ZeroConn {
     }
 }
 
-struct DeadpoolManager;
+struct DeadpoolManager(Duration);
 
 impl deadpool::managed::Manager for DeadpoolManager {
     type Type = ConnectionId;
     type Error = std::convert::Infallible;
     async fn create(&self) -> Result<ConnectionId, Self::Error> {
-        Ok(ConnectionId::next())
+        Ok(connect_after(self.0).await)
     }
     async fn recycle(
         &self,
@@ -84,13 +93,13 @@ impl deadpool::managed::Manager for DeadpoolManager {
     }
 }
 
-struct Bb8Manager;
+struct Bb8Manager(Duration);
 
 impl bb8::ManageConnection for Bb8Manager {
     type Connection = ConnectionId;
     type Error = std::convert::Infallible;
     async fn connect(&self) -> Result<ConnectionId, Self::Error> {
-        Ok(ConnectionId::next())
+        Ok(connect_after(self.0).await)
     }
     async fn is_valid(&self, _: &mut ConnectionId) -> Result<(), Self::Error> {
         Ok(())
@@ -107,55 +116,6 @@ const SPIKE_MAX: usize = 50;
 const SPIKE_MIN_IDLE: usize = 5;
 const SPIKE_CONNECT: Duration = Duration::from_millis(150);
 const SPIKE_HOLD: Duration = Duration::from_millis(10);
-
-/// Connects like a remote database: 150 ms each.
-struct Slow(Endpoint);
-
-impl Transport for Slow {
-    type Connection = ZeroConn;
-    async fn connect(&self) -> Result<ZeroConn, Error> {
-        tokio::time::sleep(SPIKE_CONNECT).await;
-        Ok(ZeroConn(ConnectionId::next()))
-    }
-    fn endpoint(&self) -> &Endpoint {
-        &self.0
-    }
-}
-
-struct SlowDeadpool;
-
-impl deadpool::managed::Manager for SlowDeadpool {
-    type Type = ConnectionId;
-    type Error = std::convert::Infallible;
-    async fn create(&self) -> Result<ConnectionId, Self::Error> {
-        tokio::time::sleep(SPIKE_CONNECT).await;
-        Ok(ConnectionId::next())
-    }
-    async fn recycle(
-        &self,
-        _: &mut ConnectionId,
-        _: &deadpool::managed::Metrics,
-    ) -> deadpool::managed::RecycleResult<Self::Error> {
-        Ok(())
-    }
-}
-
-struct SlowBb8;
-
-impl bb8::ManageConnection for SlowBb8 {
-    type Connection = ConnectionId;
-    type Error = std::convert::Infallible;
-    async fn connect(&self) -> Result<ConnectionId, Self::Error> {
-        tokio::time::sleep(SPIKE_CONNECT).await;
-        Ok(ConnectionId::next())
-    }
-    async fn is_valid(&self, _: &mut ConnectionId) -> Result<(), Self::Error> {
-        Ok(())
-    }
-    fn has_broken(&self, _: &mut ConnectionId) -> bool {
-        false
-    }
-}
 
 /// Runs `SPIKE_TASKS` tasks that each get, hold and return a connection, all at once.
 async fn spike_with<F, Fut>(get_hold: F)
@@ -179,7 +139,7 @@ async fn spike() -> ((usize, usize), usize, usize) {
         .validate_timeout(None)
         .build()
         .expect("config");
-    let us = Pool::new(Slow(endpoint), cfg).expect("pool");
+    let us = Pool::new(Zero(endpoint, SPIKE_CONNECT), cfg).expect("pool");
     while us.status().idle < SPIKE_MIN_IDLE {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -200,10 +160,11 @@ async fn spike() -> ((usize, usize), usize, usize) {
     let ours = us.status().size;
     us.close().await;
 
-    let dp: deadpool::managed::Pool<SlowDeadpool> = deadpool::managed::Pool::builder(SlowDeadpool)
-        .max_size(SPIKE_MAX)
-        .build()
-        .expect("deadpool");
+    let dp: deadpool::managed::Pool<DeadpoolManager> =
+        deadpool::managed::Pool::builder(DeadpoolManager(SPIKE_CONNECT))
+            .max_size(SPIKE_MAX)
+            .build()
+            .expect("deadpool");
     let warm: Vec<_> = futures::future::join_all((0..SPIKE_MIN_IDLE).map(|_| dp.get())).await;
     drop(warm);
     spike_with(|| {
@@ -221,7 +182,7 @@ async fn spike() -> ((usize, usize), usize, usize) {
         .max_size(SPIKE_MAX as u32)
         .min_idle(Some(SPIKE_MIN_IDLE as u32))
         .test_on_check_out(false)
-        .build(SlowBb8)
+        .build(Bb8Manager(SPIKE_CONNECT))
         .await
         .expect("bb8");
     while (b.state().idle_connections as usize) < SPIKE_MIN_IDLE {
@@ -317,13 +278,13 @@ async fn ours(fairness: Fairness) -> Any {
         .build()
         .expect("valid config");
     let endpoint = Endpoint::host_port("127.0.0.1", 9).expect("valid endpoint");
-    let pool = Any::Ours(Pool::new(Zero(endpoint), cfg).expect("pool"));
+    let pool = Any::Ours(Pool::new(Zero(endpoint, Duration::ZERO), cfg).expect("pool"));
     pool.warm().await;
     pool
 }
 
 async fn deadpool() -> Any {
-    let pool = deadpool::managed::Pool::builder(DeadpoolManager)
+    let pool = deadpool::managed::Pool::builder(DeadpoolManager(Duration::ZERO))
         .max_size(POOL)
         .build()
         .expect("deadpool");
@@ -338,7 +299,7 @@ async fn bb8() -> Any {
         .min_idle(Some(POOL as u32))
         // Our bench pool skips checkout validation too.
         .test_on_check_out(false)
-        .build(Bb8Manager)
+        .build(Bb8Manager(Duration::ZERO))
         .await
         .expect("bb8");
     let pool = Any::Bb8(pool);
