@@ -101,6 +101,18 @@ pub enum DisconnectReason {
     Shutdown,
     /// Our side closed it to connect again (restart).
     Restart,
+    /// The peer closed with a protocol-level close code, such as a WebSocket close frame.
+    /// The transport decides from the code whether the supervisor reconnects
+    /// (`reconnect: true`) or gives up and goes to
+    /// [`Failed`](crate::ConnectionState::Failed) until restarted.
+    CloseCode {
+        /// The peer's close code (for WebSocket, 1000 normal closure, 1001 going away...).
+        code: u16,
+        /// The peer's close reason, possibly empty.
+        reason: Arc<str>,
+        /// Whether to connect again.
+        reconnect: bool,
+    },
 }
 
 impl DisconnectReason {
@@ -121,6 +133,12 @@ impl fmt::Display for DisconnectReason {
             Self::ProbeFailed(e) => write!(f, "probe failed: {e}"),
             Self::Shutdown => f.write_str("shutdown"),
             Self::Restart => f.write_str("restart"),
+            Self::CloseCode { code, reason, .. } if reason.is_empty() => {
+                write!(f, "closed by peer with code {code}")
+            }
+            Self::CloseCode { code, reason, .. } => {
+                write!(f, "closed by peer with code {code}: {reason}")
+            }
         }
     }
 }

@@ -16,6 +16,9 @@
 //!                       v                            v
 //!              Closed  (terminal: reached from every state by shutdown)
 //! ```
+//!
+//! A connection lost for a reason retrying will not fix (a final close code, a
+//! non-retryable error) goes from Connected straight to Failed.
 
 use std::fmt;
 
@@ -64,7 +67,9 @@ impl ConnectionState {
             (self, next),
             (Disconnected, Connecting)
                 | (Connecting, Connected | Reconnecting | Failed | Disconnected)
-                | (Connected, Reconnecting | Disconnected)
+                // Lost for a reason retrying will not fix (a final close code, a
+                // non-retryable error): give up without a pointless Reconnecting.
+                | (Connected, Reconnecting | Disconnected | Failed)
                 | (Reconnecting, Connecting | Failed)
                 | (Failed, Connecting)
                 | (
@@ -146,6 +151,7 @@ mod tests {
             (Connecting, Closed),
             (Connected, Reconnecting),
             (Connected, Disconnected),
+            (Connected, Failed),
             (Connected, Closed),
             (Reconnecting, Connecting),
             (Reconnecting, Failed),

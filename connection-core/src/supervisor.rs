@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
@@ -43,6 +43,13 @@ use crate::transport::{Connection, Transport};
 
 /// Default bound on closing a connection the supervisor is done with.
 const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Probe requests that may wait for the task; callers beyond it wait to enqueue, so a hung
+/// probe never lets requests pile up without bound.
+const PROBE_QUEUE: usize = 4;
+
+/// A handle's request for one probe of the current connection.
+type ProbeRequest = oneshot::Sender<Result<Duration, Error>>;
 
 /// Configures and starts a supervised connection.
 ///
@@ -189,6 +196,7 @@ impl<T: Transport, B: Backoff> Supervisor<T, B> {
             events: self.events.clone().unwrap_or_default(),
         });
         let (control, control_rx) = watch::channel(Control::default());
+        let (probes, probes_rx) = mpsc::channel(PROBE_QUEUE);
         let task = Task {
             transport: self.transport,
             backoff: self.backoff,
@@ -198,12 +206,14 @@ impl<T: Transport, B: Backoff> Supervisor<T, B> {
             shared: shared.clone(),
             control: control_rx,
             restarts_seen: 0,
+            probes: probes_rx,
         };
         let join = runtime.spawn(task.run());
         Ok(SupervisorHandle {
             inner: Arc::new(HandleInner {
                 shared,
                 control,
+                probes,
                 join: Mutex::new(Some(join)),
             }),
         })
@@ -294,6 +304,7 @@ struct Task<T, B> {
     shared: Arc<Shared>,
     control: watch::Receiver<Control>,
     restarts_seen: u64,
+    probes: mpsc::Receiver<ProbeRequest>,
 }
 
 /// How a phase of the loop ended.
@@ -425,6 +436,12 @@ impl<T: Transport, B: Backoff> Task<T, B> {
         shared.publish(EventKind::Connected);
 
         let reason = self.watch(&mut conn).await;
+        // Probes asked for this connection will never run on it.
+        while let Ok(reply) = self.probes.try_recv() {
+            let _ = reply.send(Err(Error::Closed {
+                endpoint: shared.endpoint.clone(),
+            }));
+        }
 
         shared.metrics.mark_disconnected();
         if reason.error().is_some() {
@@ -444,6 +461,9 @@ impl<T: Transport, B: Backoff> Task<T, B> {
                     Next::Fail
                 }
             }
+            DisconnectReason::CloseCode {
+                reconnect: false, ..
+            } => Next::Fail,
             // The peer closed cleanly: reconnect, with no error for the backoff to see.
             _ => Next::Retry(None),
         };
@@ -471,6 +491,12 @@ impl<T: Transport, B: Backoff> Task<T, B> {
                     return signal_reason(signal);
                 }
                 reason = conn.closed() => return reason,
+                Some(reply) = self.probes.recv() => {
+                    if let Some(reason) = self.probe_for(conn, reply).await {
+                        return reason;
+                    }
+                    continue;
+                }
                 () = tick(&mut ticker) => {}
             }
             let Some((_, limit)) = self.keepalive else {
@@ -492,6 +518,35 @@ impl<T: Transport, B: Backoff> Task<T, B> {
                 }
             }
         }
+    }
+}
+
+impl<T: Transport, B: Backoff> Task<T, B> {
+    /// Runs one probe a handle asked for. The caller bounds it with its own timeout: when it
+    /// gives up (drops the reply), the probe is abandoned too, so hung probes never pile up.
+    /// A failed probe is only reported, not acted on: the caller owns the health policy.
+    async fn probe_for(
+        &mut self,
+        conn: &mut T::Connection,
+        mut reply: ProbeRequest,
+    ) -> Option<DisconnectReason> {
+        if reply.is_closed() {
+            return None;
+        }
+        let result = tokio::select! {
+            biased;
+            signal = next_signal(&mut self.control, &mut self.restarts_seen, true) => {
+                let _ = reply.send(Err(Error::Closed { endpoint: self.shared.endpoint.clone() }));
+                return Some(signal_reason(signal));
+            }
+            () = reply.closed() => return None,
+            result = conn.probe() => result,
+        };
+        if let Ok(rtt) = &result {
+            self.shared.metrics.record_latency(*rtt);
+        }
+        let _ = reply.send(result);
+        None
     }
 }
 
@@ -569,6 +624,7 @@ pub struct SupervisorHandle {
 struct HandleInner {
     shared: Arc<Shared>,
     control: watch::Sender<Control>,
+    probes: mpsc::Sender<ProbeRequest>,
     join: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -627,6 +683,28 @@ impl SupervisorHandle {
         self.inner
             .control
             .send_modify(|c| c.restarts = c.restarts.wrapping_add(1));
+    }
+
+    /// Probes the current connection once (its [`Connection::probe`]) and returns the
+    /// round trip, which is also recorded in the metrics. A failed probe is reported, not
+    /// acted on: whoever asks owns the health policy (see `connection-health`).
+    ///
+    /// Fails with [`Error::Closed`] at once when the connection is not connected. Wrap it
+    /// in a timeout: dropping the future abandons the probe on the connection too, so a
+    /// hung peer never makes probes pile up.
+    pub async fn probe(&self) -> Result<Duration, Error> {
+        let closed = || Error::Closed {
+            endpoint: self.endpoint().clone(),
+        };
+        if !self.state().is_connected() {
+            return Err(closed());
+        }
+        let (tx, rx) = oneshot::channel();
+        if self.inner.probes.send(tx).await.is_err() {
+            return Err(closed());
+        }
+        // The task drops the request unanswered when the connection goes away first.
+        rx.await.unwrap_or_else(|_| Err(closed()))
     }
 
     /// Whether the supervisor task has ended.
