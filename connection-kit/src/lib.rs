@@ -9,6 +9,8 @@
 //! | `core` (default) | `connection-core` | traits, state machine, events, metrics, supervisor |
 //! | `retry` | `connection-retry` | backoff strategies, retry, circuit breaker, rate limiting, bulkhead |
 //! | `pool` | `connection-pool` | `Pool` and `KeyedPool`: bounded, fair, cancellation-safe pooling |
+//! | `health` | `connection-health` | health checks, failover groups, the manager of named connections |
+//! | `ws` | `connection-transport-ws` | a reconnecting, heart-beating WebSocket client |
 //!
 //! With `core` on, its main names are also at the root:
 //!
@@ -38,6 +40,17 @@ pub use connection_retry as retry;
 #[cfg(feature = "pool")]
 #[cfg_attr(docsrs, doc(cfg(feature = "pool")))]
 pub use connection_pool as pool;
+
+/// Health checks, failover groups and the connection manager (the `connection-health`
+/// crate).
+#[cfg(feature = "health")]
+#[cfg_attr(docsrs, doc(cfg(feature = "health")))]
+pub use connection_health as health;
+
+/// The WebSocket client (the `connection-transport-ws` crate).
+#[cfg(feature = "ws")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ws")))]
+pub use connection_transport_ws as ws;
 
 #[cfg(feature = "core")]
 #[cfg_attr(docsrs, doc(cfg(feature = "core")))]

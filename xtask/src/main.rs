@@ -16,6 +16,8 @@ const LIBRARY_CRATES: &[&str] = &[
     "connection-core",
     "connection-retry",
     "connection-pool",
+    "connection-health",
+    "connection-transport-ws",
     "connection-testkit",
     "connection-kit",
 ];
@@ -28,6 +30,8 @@ const BENCH_GROUPS: &[(&str, &str, &str)] = &[
     ("retry", "connection-retry", "limit"),
     ("retry", "connection-retry", "stack"),
     ("pool", "connection-pool", "pool"),
+    ("ws", "connection-transport-ws", "ws"),
+    ("manager", "connection-health", "manager"),
 ];
 
 fn main() -> ExitCode {

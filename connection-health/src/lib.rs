@@ -1,0 +1,2 @@
+//! Health checks, failover groups and the connection manager (work in progress).
+#![forbid(unsafe_code)]
