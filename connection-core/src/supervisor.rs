@@ -263,6 +263,8 @@ impl Shared {
         let mut from = None;
         self.state
             .send_if_modified(|current| match current.transition(to) {
+                // Already there (a phase announced it early): nothing to publish.
+                _ if *current == to => false,
                 Ok(next) => {
                     from = Some(*current);
                     *current = next;
@@ -447,9 +449,6 @@ impl<T: Transport, B: Backoff> Task<T, B> {
         if reason.error().is_some() {
             shared.metrics.inc_errors();
         }
-        if let Err(error) = close_within(&mut conn, self.close_timeout, &shared.endpoint).await {
-            tracing::debug!(connection = %shared.name, %error, "close after disconnect failed");
-        }
         tracing::info!(connection = %shared.name, %reason, "disconnected");
         let next = match &reason {
             DisconnectReason::Shutdown => Next::Stop,
@@ -467,10 +466,18 @@ impl<T: Transport, B: Backoff> Task<T, B> {
             // The peer closed cleanly: reconnect, with no error for the backoff to see.
             _ => Next::Retry(None),
         };
+        // Watchers learn of the loss before the (bounded, possibly slow) close of what is
+        // left of the connection: failover and health react to this, and must not wait
+        // for a close handshake the dead peer will never answer.
         shared.publish(EventKind::Disconnected { reason });
-        if matches!(next, Next::Reconnect) {
+        match next {
             // A restart goes through Reconnecting so watchers see the connection drop.
-            shared.set_state(ConnectionState::Reconnecting);
+            Next::Retry(_) | Next::Reconnect => shared.set_state(ConnectionState::Reconnecting),
+            Next::Fail => shared.set_state(ConnectionState::Failed),
+            Next::Stop => {}
+        }
+        if let Err(error) = close_within(&mut conn, self.close_timeout, &shared.endpoint).await {
+            tracing::debug!(connection = %shared.name, %error, "close after disconnect failed");
         }
         next
     }

@@ -49,12 +49,14 @@ struct CloseCodeTransport {
     inner: TcpEchoTransport,
     code: u16,
     reconnect: bool,
+    hang_close: bool,
 }
 
 struct CloseCodeConnection {
     inner: TcpEchoConnection,
     code: u16,
     reconnect: bool,
+    hang_close: bool,
 }
 
 impl Transport for CloseCodeTransport {
@@ -65,6 +67,7 @@ impl Transport for CloseCodeTransport {
             inner: self.inner.connect().await?,
             code: self.code,
             reconnect: self.reconnect,
+            hang_close: self.hang_close,
         })
     }
 
@@ -98,6 +101,10 @@ impl Connection for CloseCodeConnection {
     }
 
     async fn close(&mut self) -> Result<(), Error> {
+        if self.hang_close {
+            // A close handshake the dead peer never answers.
+            std::future::pending::<()>().await;
+        }
         self.inner.close().await
     }
 }
@@ -110,6 +117,7 @@ async fn final_close_code_fails_and_reconnecting_code_reconnects() {
             inner: TcpEchoTransport::new(server.addr()).unwrap(),
             code,
             reconnect,
+            hang_close: false,
         };
         let handle = Supervisor::new(transport)
             .backoff(ConstantBackoff::new(Duration::from_millis(100)))
@@ -142,4 +150,38 @@ async fn final_close_code_fails_and_reconnecting_code_reconnects() {
         }
         handle.shutdown(Duration::from_secs(1)).await;
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn loss_is_published_before_the_slow_close_of_the_dead_connection() {
+    let mut server = TcpEchoServer::start().await.unwrap();
+    let transport = CloseCodeTransport {
+        inner: TcpEchoTransport::new(server.addr()).unwrap(),
+        code: 1001,
+        reconnect: true,
+        hang_close: true,
+    };
+    let handle = Supervisor::new(transport)
+        .backoff(ConstantBackoff::new(Duration::from_millis(100)))
+        .close_timeout(Duration::from_secs(30))
+        .spawn()
+        .unwrap();
+    wait_state(&handle, ConnectionState::Connected).await;
+    let mut lost = handle.subscribe(EventFilter::all().types([EventType::Disconnected]));
+    let mut state = handle.watch_state();
+
+    server.stop().await;
+    let stopped = tokio::time::Instant::now();
+    next_matching(&mut lost, |_| true).await;
+    state
+        .wait_for(|s| *s == ConnectionState::Reconnecting)
+        .await
+        .unwrap();
+    // Seen at once, not after the 30 s close timeout.
+    assert!(
+        stopped.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        stopped.elapsed()
+    );
+    handle.shutdown(Duration::from_millis(100)).await;
 }

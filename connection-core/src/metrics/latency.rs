@@ -191,6 +191,41 @@ impl LatencyRecorder {
         }
     }
 
+    /// Adds everything `other` recorded into this recorder, bucket by bucket, so
+    /// percentiles over many connections are as exact as over one (not an upper bound
+    /// from the largest per-connection percentile).
+    ///
+    /// ```
+    /// use connection_core::metrics::LatencyRecorder;
+    /// use std::time::Duration;
+    ///
+    /// let (a, b, total) = (LatencyRecorder::new(), LatencyRecorder::new(), LatencyRecorder::new());
+    /// for _ in 0..99 { a.record(Duration::from_millis(1)); }
+    /// b.record(Duration::from_millis(500));
+    /// total.merge_from(&a);
+    /// total.merge_from(&b);
+    /// let snap = total.snapshot();
+    /// assert_eq!(snap.count, 100);
+    /// assert!(snap.p99 < Duration::from_millis(2));
+    /// assert_eq!(snap.max, Duration::from_millis(500));
+    /// ```
+    pub fn merge_from(&self, other: &LatencyRecorder) {
+        for (mine, theirs) in self.buckets.iter().zip(&other.buckets) {
+            let n = theirs.load(Relaxed);
+            // Most buckets are empty: skip the write so merging stays a read-mostly pass.
+            if n != 0 {
+                mine.fetch_add(n, Relaxed);
+            }
+        }
+        let sum = other
+            .sum_nanos
+            .iter()
+            .fold(0u64, |sum, stripe| sum.wrapping_add(stripe.0.load(Relaxed)));
+        self.sum_nanos[stripe_index()].0.fetch_add(sum, Relaxed);
+        self.max_nanos
+            .fetch_max(other.max_nanos.load(Relaxed), Relaxed);
+    }
+
     /// Forgets everything recorded. Values recorded concurrently with a reset may be
     /// partly kept (e.g. in the count but not the sum).
     pub fn reset(&self) {
