@@ -178,6 +178,16 @@ impl ConnectionMetrics {
     /// Fields are read one by one, so with concurrent recording they may be a few events
     /// apart; `total_connected` may briefly lag right as a session ends.
     pub fn snapshot(&self) -> MetricsSnapshot {
+        MetricsSnapshot {
+            latency: self.latency.snapshot(),
+            ..self.snapshot_counters()
+        }
+    }
+
+    /// Like [`snapshot`](Self::snapshot) but with an empty latency summary, skipping the
+    /// pass over the histogram: for totals over many connections, which merge the
+    /// histograms themselves with [`LatencyRecorder::merge_from`].
+    pub fn snapshot_counters(&self) -> MetricsSnapshot {
         let started = self.connected_at.load(Relaxed);
         let uptime = if started == NOT_CONNECTED {
             Duration::ZERO
@@ -192,7 +202,7 @@ impl ConnectionMetrics {
             requests: self.requests.load(Relaxed),
             errors: self.errors.load(Relaxed),
             reconnects: self.reconnects.load(Relaxed),
-            latency: self.latency.snapshot(),
+            latency: LatencySnapshot::default(),
             connected: started != NOT_CONNECTED,
             uptime,
             total_connected: Duration::from_nanos(self.connected_before.load(Relaxed))

@@ -1,0 +1,295 @@
+//! One registered connection: how to start its supervisor, the handle of the running one,
+//! its metrics (kept across restarts) and its health rating.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use connection_core::{
+    ConnectionMetrics, ConnectionState, Endpoint, Error, EventBus, HealthStatus, Supervisor,
+    SupervisorHandle, Transport,
+};
+use parking_lot::Mutex;
+
+use crate::failover::GroupInner;
+use crate::options::ConnectionOptions;
+
+/// The last connect error of a connection, kept as text: core's `Error` is not `Clone`
+/// and the supervisor needs the original.
+#[derive(Clone, Debug)]
+pub(crate) struct LastError {
+    pub(crate) message: Arc<str>,
+}
+
+pub(crate) type LastErrorCell = Arc<Mutex<Option<LastError>>>;
+
+/// Starts a supervisor for a connection; type-erases the transport.
+trait Spawn: Send + Sync {
+    fn spawn(
+        &self,
+        name: Arc<str>,
+        bus: EventBus,
+        metrics: Arc<ConnectionMetrics>,
+    ) -> Result<SupervisorHandle, Error>;
+}
+
+struct Spawner<T> {
+    transport: Arc<T>,
+    options: ConnectionOptions,
+    last_error: LastErrorCell,
+}
+
+impl<T: Transport> Spawn for Spawner<T> {
+    fn spawn(
+        &self,
+        name: Arc<str>,
+        bus: EventBus,
+        metrics: Arc<ConnectionMetrics>,
+    ) -> Result<SupervisorHandle, Error> {
+        let transport = Managed {
+            inner: self.transport.clone(),
+            connect_timeout: self.options.connect_timeout(),
+            last_error: self.last_error.clone(),
+        };
+        let mut supervisor = Supervisor::new(transport)
+            .name(name)
+            .backoff(self.options.make_backoff())
+            .events(bus)
+            .metrics(metrics)
+            .close_timeout(self.options.close_timeout());
+        if let Some((interval, timeout)) = self.options.keepalive() {
+            supervisor = supervisor.keepalive(interval, timeout);
+        }
+        supervisor.spawn()
+    }
+}
+
+/// The transport the supervisor sees: the user's, shared so the connection can be
+/// started again, with the connect timeout applied here so every connect error, a
+/// timeout included, passes by and is remembered for reports.
+struct Managed<T> {
+    inner: Arc<T>,
+    connect_timeout: Option<Duration>,
+    last_error: LastErrorCell,
+}
+
+impl<T: Transport> Transport for Managed<T> {
+    type Connection = T::Connection;
+
+    async fn connect(&self) -> Result<T::Connection, Error> {
+        let result = match self.connect_timeout {
+            Some(limit) => tokio::time::timeout(limit, self.inner.connect())
+                .await
+                .unwrap_or_else(|_| Err(Error::timeout(self.inner.endpoint(), "connect", limit))),
+            None => self.inner.connect().await,
+        };
+        if let Err(error) = &result {
+            *self.last_error.lock() = Some(LastError {
+                message: error.to_string().into(),
+            });
+        }
+        result
+    }
+
+    fn endpoint(&self) -> &Endpoint {
+        self.inner.endpoint()
+    }
+}
+
+/// The current supervisor of an entry and how many have been started.
+struct Slot {
+    handle: Option<SupervisorHandle>,
+    generation: u64,
+}
+
+/// What [`Entry::start`] did.
+pub(crate) struct Started {
+    pub(crate) handle: SupervisorHandle,
+    pub(crate) generation: u64,
+    /// A new supervisor was spawned (the monitor must be told).
+    pub(crate) fresh: bool,
+}
+
+pub(crate) struct Entry {
+    pub(crate) key: u64,
+    pub(crate) name: Arc<str>,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) close_timeout: Duration,
+    spawner: Option<Box<dyn Spawn>>,
+    pub(crate) metrics: Arc<ConnectionMetrics>,
+    slot: Mutex<Slot>,
+    health: AtomicU8,
+    pub(crate) last_error: LastErrorCell,
+    /// Failover groups this connection is a route of (weak: groups own their routes,
+    /// not the other way round).
+    pub(crate) groups: Mutex<Vec<Weak<GroupInner>>>,
+}
+
+static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
+
+impl Entry {
+    pub(crate) fn new<T: Transport>(
+        name: Arc<str>,
+        transport: T,
+        options: ConnectionOptions,
+    ) -> Self {
+        let endpoint = transport.endpoint().clone();
+        let last_error = LastErrorCell::default();
+        let close_timeout = options.close_timeout();
+        Self::build(
+            name,
+            endpoint,
+            close_timeout,
+            Some(Box::new(Spawner {
+                transport: Arc::new(transport),
+                options,
+                last_error: last_error.clone(),
+            })),
+            Arc::default(),
+            None,
+            last_error,
+        )
+    }
+
+    pub(crate) fn attached(
+        name: Arc<str>,
+        handle: SupervisorHandle,
+        options: &ConnectionOptions,
+    ) -> Self {
+        Self::build(
+            name,
+            handle.endpoint().clone(),
+            options.close_timeout(),
+            None,
+            handle.metrics_handle().clone(),
+            Some(handle),
+            LastErrorCell::default(),
+        )
+    }
+
+    fn build(
+        name: Arc<str>,
+        endpoint: Endpoint,
+        close_timeout: Duration,
+        spawner: Option<Box<dyn Spawn>>,
+        metrics: Arc<ConnectionMetrics>,
+        handle: Option<SupervisorHandle>,
+        last_error: LastErrorCell,
+    ) -> Self {
+        Self {
+            key: NEXT_KEY.fetch_add(1, Relaxed),
+            name,
+            endpoint,
+            close_timeout,
+            spawner,
+            metrics,
+            slot: Mutex::new(Slot {
+                generation: u64::from(handle.is_some()),
+                handle,
+            }),
+            health: AtomicU8::new(encode(HealthStatus::Unknown)),
+            last_error,
+            groups: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The running (or finished) supervisor's handle, if one was ever started.
+    pub(crate) fn handle(&self) -> Option<SupervisorHandle> {
+        self.slot.lock().handle.clone()
+    }
+
+    pub(crate) fn handle_and_generation(&self) -> Option<(SupervisorHandle, u64)> {
+        let slot = self.slot.lock();
+        slot.handle.clone().map(|h| (h, slot.generation))
+    }
+
+    pub(crate) fn state(&self) -> ConnectionState {
+        self.slot
+            .lock()
+            .handle
+            .as_ref()
+            .map_or(ConnectionState::Disconnected, SupervisorHandle::state)
+    }
+
+    pub(crate) fn is_attached(&self) -> bool {
+        self.spawner.is_none()
+    }
+
+    /// Returns the live supervisor, spawning one when there is none or the last one was
+    /// shut down. An attached connection cannot be started again once closed.
+    pub(crate) fn start(&self, bus: &EventBus) -> Result<Started, Error> {
+        let mut slot = self.slot.lock();
+        if let Some(handle) = &slot.handle
+            && handle.state() != ConnectionState::Closed
+        {
+            return Ok(Started {
+                handle: handle.clone(),
+                generation: slot.generation,
+                fresh: false,
+            });
+        }
+        let Some(spawner) = &self.spawner else {
+            return Err(Error::Shutdown {
+                endpoint: self.endpoint.clone(),
+            });
+        };
+        *self.last_error.lock() = None;
+        let handle = spawner.spawn(self.name.clone(), bus.clone(), self.metrics.clone())?;
+        slot.generation += 1;
+        slot.handle = Some(handle.clone());
+        Ok(Started {
+            handle,
+            generation: slot.generation,
+            fresh: true,
+        })
+    }
+
+    pub(crate) fn health(&self) -> HealthStatus {
+        decode(self.health.load(Relaxed))
+    }
+
+    pub(crate) fn set_health(&self, status: HealthStatus) {
+        self.health.store(encode(status), Relaxed);
+    }
+
+    pub(crate) fn last_error(&self) -> Option<LastError> {
+        self.last_error.lock().clone()
+    }
+
+    /// The groups that are still alive.
+    pub(crate) fn live_groups(&self) -> Vec<Arc<GroupInner>> {
+        let mut groups = self.groups.lock();
+        groups.retain(|g| g.strong_count() > 0);
+        groups.iter().filter_map(Weak::upgrade).collect()
+    }
+}
+
+impl fmt::Debug for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Entry")
+            .field("name", &self.name)
+            .field("endpoint", &self.endpoint)
+            .field("state", &self.state())
+            .field("health", &self.health())
+            .finish_non_exhaustive()
+    }
+}
+
+fn encode(s: HealthStatus) -> u8 {
+    match s {
+        HealthStatus::Unknown => 0,
+        HealthStatus::Healthy => 1,
+        HealthStatus::Degraded => 2,
+        HealthStatus::Unhealthy => 3,
+    }
+}
+
+fn decode(v: u8) -> HealthStatus {
+    match v {
+        1 => HealthStatus::Healthy,
+        2 => HealthStatus::Degraded,
+        3 => HealthStatus::Unhealthy,
+        _ => HealthStatus::Unknown,
+    }
+}
