@@ -1,2 +1,139 @@
-//! A reconnecting, heart-beating WebSocket client (work in progress).
+//! # connection-transport-ws
+//!
+//! A WebSocket client an application can hold for days while networks flap and servers
+//! restart: it reconnects, heart-beats, queues what you send while it is away, and
+//! tells you what happened.
+//!
+//! ## Design
+//!
+//! Two layers. [`WsTransport`] is a [`connection_core::Transport`]: one `connect()` is one
+//! attempt (TCP, TLS for `wss://`, the WebSocket handshake with your headers and
+//! subprotocols, then your `on_connect` hook), and its [`WsConnection`] runs a reader task and
+//! a writer task over the socket that never wait for each other. Its
+//! [`probe`](connection_core::Connection::probe) is a ping with a unique payload answered
+//! by the matching pong; its [`closed`](connection_core::Connection::closed) reports the
+//! server's close code (and whether to reconnect, from the [`CloseCodePolicy`]) or the
+//! error. [`WsClient`] is that transport under the workspace's one reconnect loop,
+//! [`connection_core::Supervisor`]: the heartbeat is the supervisor's keepalive (ping
+//! interval, pong timeout) so round trips land in the latency metrics and a missing pong
+//! reconnects; events and metrics are the supervisor's. The client owns a bounded
+//! outbound queue and a bounded inbound channel that outlive connections: each
+//! connection's writer takes the queue's lock while it lives, so messages wait in order
+//! during a reconnect; each reader pushes into the inbound channel and stops reading the
+//! socket when it is full, so a slow consumer slows the server down (TCP backpressure)
+//! instead of growing memory.
+//!
+//! ## Delivery: at most once
+//!
+//! A message is written at most once; nothing is resent. What can be lost, exactly:
+//!
+//! - messages accepted by `send` stay in the queue until a writer takes them; the queue
+//!   itself never drops one (a full queue refuses the send or makes it wait,
+//!   per [`WhenFull`]);
+//! - a writer takes up to 64 queued messages, writes them and flushes. If the connection
+//!   dies during that write or flush, those messages (the one being written and any in
+//!   tungstenite's write buffer not yet flushed) are lost: some may have reached the
+//!   server, some not, and TCP cannot say which. Messages already flushed to the kernel
+//!   may also be lost if the connection dies before the server reads them;
+//! - when the client is closed or dropped, messages still queued are discarded
+//!   ([`WsClient::close`] first gives them until its deadline to be flushed).
+//!
+//! How an application detects a loss: a [`Disconnected`](connection_core::EventKind)
+//! event tells you a connection ended; `metrics().messages_out` counts only messages
+//! whose flush succeeded. For end-to-end guarantees, number your messages and have the
+//! server acknowledge them (re-sending unacknowledged ones from `on_connect`).
+//!
+//! ## TLS
+//!
+//! `wss://` uses rustls with the **ring** crypto provider, given to each
+//! `ClientConfig` directly (nothing is installed process-wide; aws-lc-rs is never
+//! compiled in). Server certificates are verified against the webpki roots by default,
+//! or a root store you give; client certificates (mTLS) on request. A certificate that
+//! does not verify fails with [`WsError::Tls`], which is not retried. TLS is the default
+//! cargo feature `tls`; without it, `wss://` URLs are refused with a configuration error
+//! naming the feature.
+//!
+//! ## Configuration
+//!
+//! [`WsConfig::builder`] validates every setting and names the bad one;
+//! [`WsSettings`] reads the same settings from serde or `CONNECTION_WS_*` environment
+//! variables.
+//!
+//! ## Memory
+//!
+//! tungstenite's read buffer starts at 8 KiB here instead of 128 KiB (it grows for large
+//! messages), the private event bus is small, and the default TLS configuration is
+//! shared by all clients of a process.
+//!
+//! ## Example
+//!
+//! ```no_run
+//! use connection_core::EventFilter;
+//! use connection_transport_ws::{Message, WsClient, WsError};
+//! use futures::StreamExt;
+//! use std::time::Duration;
+//!
+//! # async fn demo() -> Result<(), WsError> {
+//! let mut client = WsClient::builder("wss://stream.example.com/v1")
+//!     .configure(|c| c.bearer_auth("token").subprotocol("v1.json"))
+//!     .on_connect(|session| async move {
+//!         session.send_text(r#"{"subscribe":"ticker"}"#).await?;
+//!         Ok(())
+//!     })
+//!     .name("ticker")
+//!     .spawn()?;
+//!
+//! let mut events = client.events(EventFilter::all());
+//! tokio::spawn(async move {
+//!     while let Some(Ok(event)) = events.next().await {
+//!         tracing::info!(%event);
+//!     }
+//! });
+//!
+//! client.send_text("hello").await?;
+//! while let Some(msg) = client.next().await {
+//!     if let Message::Text(text) = msg {
+//!         println!("{text}");
+//!     }
+//! }
+//! client.close(Duration::from_secs(2)).await;
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod client;
+mod config;
+mod connection;
+mod error;
+mod settings;
+mod stream;
+#[cfg(feature = "tls")]
+mod tls;
+mod transport;
+
+pub use client::{PRIVATE_BUS_CAPACITY, WsClient, WsClientBuilder, default_backoff};
+pub use config::{
+    CloseCodePolicy, DEFAULT_CLOSE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_INBOUND_BUFFER,
+    DEFAULT_MAX_FRAME, DEFAULT_MAX_MESSAGE, DEFAULT_PING_INTERVAL, DEFAULT_PONG_TIMEOUT,
+    DEFAULT_QUEUE_CAPACITY, DEFAULT_READ_BUFFER, DEFAULT_WRITE_BUFFER, WhenFull, WsConfig,
+    WsConfigBuilder,
+};
+pub use connection::{Session, WsConnection, WsSender};
+pub use error::WsError;
+pub use settings::{ENV_PREFIX, WsSettings};
+pub use transport::WsTransport;
+
+/// The message type (text, binary; pings, pongs and close frames are handled inside).
+pub use tokio_tungstenite::tungstenite::Message;
+/// A close frame and its code.
+pub use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+/// Close codes.
+pub use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+/// Payload types of [`Message`].
+pub use tokio_tungstenite::tungstenite::{Bytes, Utf8Bytes};
+
+/// The rustls crate, for root stores, certificates and keys.
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub use rustls;

@@ -1,0 +1,439 @@
+//! [`WsClient`]: the managed, reconnecting client, built on
+//! [`connection_core::Supervisor`].
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use connection_core::metrics::ConnectionMetrics;
+use connection_core::{
+    Backoff, BoxError, ConfigError, ConnectionState, Endpoint, Error, EventBus, EventFilter,
+    EventKind, EventStream, EventType, MetricsSnapshot, ShutdownOutcome, Supervisor,
+    SupervisorHandle,
+};
+use connection_retry::backoff::{BackoffStrategy, Jitter};
+use futures::{FutureExt, Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::WatchStream;
+use tokio_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes};
+
+use crate::config::{WsConfig, WsConfigBuilder};
+use crate::connection::{Hook, Outbox, Session, WsSender};
+use crate::error::WsError;
+use crate::transport::{Wiring, WsTransport};
+
+/// Capacity of the private event bus a client gets when none is given: small, because
+/// a broadcast ring allocates every slot up front and clients can be many.
+pub const PRIVATE_BUS_CAPACITY: usize = 16;
+
+/// The default reconnect backoff: exponential from 250 ms, doubling, at most 30 s, with
+/// "equal" jitter (half fixed, half random) so a fleet of clients does not reconnect in
+/// lockstep after a server restart.
+pub fn default_backoff() -> Result<BackoffStrategy, ConfigError> {
+    BackoffStrategy::exponential(Duration::from_millis(250), 2.0)
+        .max_delay(Duration::from_secs(30))
+        .jitter(Jitter::Equal)
+        .build()
+}
+
+enum ConfigSource {
+    Builder(WsConfigBuilder),
+    Built(WsConfig),
+}
+
+/// Configures and starts a [`WsClient`].
+#[must_use = "a client does nothing until spawned"]
+pub struct WsClientBuilder {
+    config: ConfigSource,
+    backoff: Option<Box<dyn Backoff>>,
+    hook: Option<Hook>,
+    events: Option<EventBus>,
+    name: Option<Arc<str>>,
+}
+
+impl fmt::Debug for WsClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WsClientBuilder")
+            .field("name", &self.name)
+            .field("custom_backoff", &self.backoff.is_some())
+            .field("on_connect", &self.hook.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WsClientBuilder {
+    /// Changes connection settings (headers, heartbeat, queue, TLS...).
+    ///
+    /// ```no_run
+    /// # use connection_transport_ws::WsClient;
+    /// # use std::time::Duration;
+    /// # async fn demo() -> Result<(), connection_transport_ws::WsError> {
+    /// let client = WsClient::builder("wss://example.com/feed")
+    ///     .configure(|c| c.bearer_auth("token").ping_interval(Duration::from_secs(10)))
+    ///     .spawn()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn configure(mut self, f: impl FnOnce(WsConfigBuilder) -> WsConfigBuilder) -> Self {
+        let builder = match self.config {
+            ConfigSource::Builder(b) => b,
+            ConfigSource::Built(c) => c.to_builder(),
+        };
+        self.config = ConfigSource::Builder(f(builder));
+        self
+    }
+
+    /// The reconnect strategy: any [`Backoff`], e.g. a `connection-retry`
+    /// [`BackoffStrategy`]. Defaults to [`default_backoff`].
+    pub fn backoff(mut self, backoff: impl Backoff) -> Self {
+        self.backoff = Some(Box::new(backoff));
+        self
+    }
+
+    /// Runs `hook` after every (re)connect, before queued messages are written: the
+    /// place to authenticate and subscribe again. It talks through a [`Session`]; an
+    /// error fails that connect attempt, which is retried after the backoff. The connect
+    /// timeout bounds it.
+    ///
+    /// ```no_run
+    /// # use connection_transport_ws::WsClient;
+    /// # async fn demo() -> Result<(), connection_transport_ws::WsError> {
+    /// let client = WsClient::builder("wss://example.com/feed")
+    ///     .on_connect(|session| async move {
+    ///         session.send_text(r#"{"op":"auth","token":"..."}"#).await?;
+    ///         let reply = session.recv().await?;
+    ///         if reply.to_text()? != "ok" {
+    ///             return Err("authentication refused".into());
+    ///         }
+    ///         session.send_text(r#"{"op":"subscribe","topic":"prices"}"#).await?;
+    ///         Ok(())
+    ///     })
+    ///     .spawn()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn on_connect<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(Session) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+    {
+        self.hook = Some(Arc::new(move |s| Box::pin(hook(s))));
+        self
+    }
+
+    /// Publish events on this (shared) bus instead of a small private one.
+    pub fn events(mut self, bus: EventBus) -> Self {
+        self.events = Some(bus);
+        self
+    }
+
+    /// The name in events, logs and metrics (default: the endpoint, redacted).
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Validates the settings and starts connecting in the background. Must be called
+    /// inside a tokio runtime.
+    pub fn spawn(self) -> Result<WsClient, WsError> {
+        let config = match self.config {
+            ConfigSource::Builder(b) => b.build()?,
+            ConfigSource::Built(c) => c,
+        };
+        let backoff: Box<dyn Backoff> = match self.backoff {
+            Some(b) => b,
+            None => Box::new(default_backoff()?),
+        };
+        let (tx, outbox) = Outbox::new(config.queue_capacity);
+        let (in_tx, inbound) = mpsc::channel(config.inbound_buffer);
+        let metrics = Arc::new(ConnectionMetrics::new());
+        let transport = WsTransport::new(config.clone())
+            .with_hook(self.hook)
+            .wired(Wiring {
+                outbox: outbox.clone(),
+                inbound: in_tx,
+                metrics: metrics.clone(),
+            });
+        let bus = self
+            .events
+            .unwrap_or_else(|| EventBus::new(PRIVATE_BUS_CAPACITY));
+        let mut supervisor = Supervisor::new(transport)
+            .backoff(backoff)
+            .metrics(metrics)
+            .events(bus)
+            .close_timeout(config.close_timeout);
+        if let Some((interval, timeout)) = config.heartbeat {
+            supervisor = supervisor.keepalive(interval, timeout);
+        }
+        if let Some(name) = self.name {
+            supervisor = supervisor.name(name);
+        }
+        let handle = supervisor.spawn().map_err(|e| match e {
+            Error::Config(c) => WsError::Config(c),
+            other => WsError::Config(ConfigError::new("runtime", other.to_string())),
+        })?;
+        let closed = Arc::new(AtomicBool::new(false));
+        let sender = WsSender::new(
+            tx,
+            outbox,
+            config.endpoint.clone(),
+            config.when_full,
+            config.queue_capacity,
+            closed.clone(),
+        );
+        let states = WatchStream::new(handle.watch_state());
+        Ok(WsClient {
+            handle,
+            sender,
+            inbound,
+            states,
+            closed,
+            config,
+        })
+    }
+}
+
+/// A WebSocket client that reconnects, heart-beats and queues.
+///
+/// Built on [`connection_core::Supervisor`]: one task owns the connection, reconnects
+/// with the backoff when it drops (or when a pong is late), and publishes events and
+/// metrics. Sending goes through a bounded queue that survives reconnects; receiving is a
+/// [`Stream`] of text and binary messages. See the crate docs for the delivery
+/// guarantees.
+///
+/// Dropping the client stops everything it started (unless a clone of
+/// [`handle`](Self::handle) is still held: the supervisor lives as long as a handle).
+///
+/// ```no_run
+/// use connection_transport_ws::{Message, WsClient};
+/// use futures::StreamExt;
+/// use std::time::Duration;
+///
+/// # async fn demo() -> Result<(), connection_transport_ws::WsError> {
+/// let mut client = WsClient::builder("ws://127.0.0.1:9000/echo").spawn()?;
+/// client.send_text("hello").await?; // queued even before the connection is up
+/// if let Some(Message::Text(reply)) = client.next().await {
+///     println!("got {reply}");
+/// }
+/// println!("{:?}", client.metrics());
+/// client.close(Duration::from_secs(2)).await;
+/// # Ok(()) }
+/// ```
+pub struct WsClient {
+    handle: SupervisorHandle,
+    sender: WsSender,
+    inbound: mpsc::Receiver<Message>,
+    states: WatchStream<ConnectionState>,
+    closed: Arc<AtomicBool>,
+    config: WsConfig,
+}
+
+impl fmt::Debug for WsClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WsClient")
+            .field("handle", &self.handle)
+            .field("queued", &self.sender.queued())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WsClient {
+    /// A builder for a client of `url` (`ws://` or `wss://`).
+    pub fn builder(url: impl Into<String>) -> WsClientBuilder {
+        Self::from_builder(WsConfig::builder(url))
+    }
+
+    /// A builder from connection settings already built.
+    pub fn with_config(config: WsConfig) -> WsClientBuilder {
+        WsClientBuilder {
+            config: ConfigSource::Built(config),
+            backoff: None,
+            hook: None,
+            events: None,
+            name: None,
+        }
+    }
+
+    /// A builder from a [`WsConfigBuilder`] (validated at spawn).
+    pub fn from_builder(config: WsConfigBuilder) -> WsClientBuilder {
+        WsClientBuilder {
+            config: ConfigSource::Builder(config),
+            backoff: None,
+            hook: None,
+            events: None,
+            name: None,
+        }
+    }
+
+    /// A cloneable sender for other tasks.
+    pub fn sender(&self) -> WsSender {
+        self.sender.clone()
+    }
+
+    /// Queues a text or binary message. While disconnected it waits in the queue. On a
+    /// full queue: [`WsError::QueueFull`] or waiting, per
+    /// [`WhenFull`](crate::WhenFull). After [`close`](Self::close):
+    /// [`WsError::Shutdown`].
+    pub async fn send(&self, msg: Message) -> Result<(), WsError> {
+        self.sender.send(msg).await
+    }
+
+    /// Queues a text message (see [`send`](Self::send)).
+    pub async fn send_text(&self, text: impl Into<Utf8Bytes>) -> Result<(), WsError> {
+        self.sender.send_text(text).await
+    }
+
+    /// Queues a binary message (see [`send`](Self::send)).
+    pub async fn send_binary(&self, data: impl Into<Bytes>) -> Result<(), WsError> {
+        self.sender.send_binary(data).await
+    }
+
+    /// Queues without waiting; [`WsError::QueueFull`] when there is no room.
+    pub fn try_send(&self, msg: Message) -> Result<(), WsError> {
+        self.sender.try_send(msg)
+    }
+
+    /// Waits until everything sent so far was flushed to a socket (or lost with a
+    /// connection that died while writing it).
+    pub async fn flushed(&self) {
+        self.sender.flushed().await;
+    }
+
+    /// The next text or binary message from the server. `None` once the client is
+    /// closed or failed (a close code that ends it, rejected credentials...) and every
+    /// buffered message was taken; after [`SupervisorHandle::restart`] messages flow
+    /// again.
+    pub async fn recv(&mut self) -> Option<Message> {
+        futures::future::poll_fn(|cx| self.poll_next_unpin(cx)).await
+    }
+
+    /// This client's events (connected, disconnected with the close code and reason,
+    /// reconnecting, error, state changes), filtered.
+    pub fn events(&self, filter: EventFilter) -> EventStream {
+        self.handle.subscribe(filter)
+    }
+
+    /// The same as [`events`](Self::events).
+    pub fn subscribe(&self, filter: EventFilter) -> EventStream {
+        self.handle.subscribe(filter)
+    }
+
+    /// The current state.
+    pub fn state(&self) -> ConnectionState {
+        self.handle.state()
+    }
+
+    /// Waits until connected. Fails with [`WsError::Closed`] if the client fails or is
+    /// closed first; the cause is in the error events.
+    pub async fn wait_connected(&self) -> Result<(), WsError> {
+        let mut state = self.handle.watch_state();
+        let reached = state
+            .wait_for(|s| s.is_connected() || s.is_terminal())
+            .await
+            .map(|s| s.is_connected());
+        match reached {
+            Ok(true) => Ok(()),
+            _ => Err(WsError::Closed {
+                endpoint: self.endpoint().clone(),
+            }),
+        }
+    }
+
+    /// The same as [`wait_connected`](Self::wait_connected).
+    pub async fn connected(&self) -> Result<(), WsError> {
+        self.wait_connected().await
+    }
+
+    /// Waits until connected or failed, and returns the error that made it fail (for a
+    /// non-retryable connect error such as rejected credentials or a certificate that
+    /// does not verify).
+    pub async fn wait_ready(&self) -> Result<(), Arc<Error>> {
+        let mut errors = self
+            .handle
+            .subscribe(EventFilter::all().types([EventType::Error, EventType::Disconnected]));
+        if self.wait_connected().await.is_ok() {
+            return Ok(());
+        }
+        let mut last = None;
+        while let Some(Some(Ok(event))) = errors.next().now_or_never() {
+            match event.kind {
+                EventKind::Error { error } => last = Some(error),
+                EventKind::Disconnected { reason } => {
+                    if let Some(e) = reason.error() {
+                        last = Some(Arc::new(Error::Other {
+                            endpoint: self.endpoint().clone(),
+                            source: e.to_string().into(),
+                            retryable: e.is_retryable(),
+                        }));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            Arc::new(Error::Shutdown {
+                endpoint: self.endpoint().clone(),
+            })
+        }))
+    }
+
+    /// Traffic (messages and bytes each way, counted when flushed or received),
+    /// reconnects, ping round trips (mean, p99) and uptime.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.handle.metrics()
+    }
+
+    /// The supervisor handle, e.g. for a `ConnectionManager`, or to
+    /// [`restart`](SupervisorHandle::restart) a failed client.
+    pub fn handle(&self) -> &SupervisorHandle {
+        &self.handle
+    }
+
+    /// Where the client connects.
+    pub fn endpoint(&self) -> &Endpoint {
+        self.handle.endpoint()
+    }
+
+    /// The client's settings.
+    pub fn config(&self) -> &WsConfig {
+        &self.config
+    }
+
+    /// Closes gracefully: refuses new sends, gives queued messages until the deadline to
+    /// be flushed (when connected), sends a close frame and waits for the server's, then
+    /// stops every task. Whatever is still running at `deadline` is aborted
+    /// ([`ShutdownOutcome::Aborted`]).
+    pub async fn close(&self, deadline: Duration) -> ShutdownOutcome {
+        let started = Instant::now();
+        self.closed.store(true, Ordering::Release);
+        if self.handle.state().is_connected() {
+            let _ = tokio::time::timeout(deadline, self.sender.flushed()).await;
+        }
+        let left = deadline.saturating_sub(started.elapsed());
+        self.handle.shutdown(left).await
+    }
+}
+
+impl Stream for WsClient {
+    type Item = Message;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        let this = self.get_mut();
+        if let Poll::Ready(msg) = this.inbound.poll_recv(cx) {
+            return Poll::Ready(msg);
+        }
+        // Register for state changes, then see whether anything can still arrive.
+        while let Poll::Ready(Some(_)) = this.states.poll_next_unpin(cx) {}
+        if matches!(
+            this.handle.state(),
+            ConnectionState::Failed | ConnectionState::Closed
+        ) {
+            return Poll::Ready(this.inbound.try_recv().ok());
+        }
+        Poll::Pending
+    }
+}
