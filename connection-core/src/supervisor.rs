@@ -194,6 +194,7 @@ impl<T: Transport, B: Backoff> Supervisor<T, B> {
             state,
             metrics: self.metrics.clone().unwrap_or_default(),
             events: self.events.clone().unwrap_or_default(),
+            last_error: Mutex::new(None),
         });
         let (control, control_rx) = watch::channel(Control::default());
         let (probes, probes_rx) = mpsc::channel(PROBE_QUEUE);
@@ -250,6 +251,9 @@ struct Shared {
     state: watch::Sender<ConnectionState>,
     metrics: Arc<ConnectionMetrics>,
     events: EventBus,
+    /// The latest connect error or error that ended a connection, so a caller that
+    /// arrives after the event (e.g. waiting for a client to be ready) can still learn why.
+    last_error: Mutex<Option<Arc<Error>>>,
 }
 
 impl Shared {
@@ -342,6 +346,7 @@ impl<T: Transport, B: Backoff> Task<T, B> {
                     self.shared.metrics.inc_errors();
                     let error = Arc::new(error);
                     tracing::warn!(connection = %self.shared.name, %error, "connect failed");
+                    *self.shared.last_error.lock() = Some(error.clone());
                     self.shared.publish(EventKind::Error {
                         error: error.clone(),
                     });
@@ -446,8 +451,9 @@ impl<T: Transport, B: Backoff> Task<T, B> {
         }
 
         shared.metrics.mark_disconnected();
-        if reason.error().is_some() {
+        if let DisconnectReason::Error(e) | DisconnectReason::ProbeFailed(e) = &reason {
             shared.metrics.inc_errors();
+            *shared.last_error.lock() = Some(e.clone());
         }
         tracing::info!(connection = %shared.name, %reason, "disconnected");
         let next = match &reason {
@@ -690,6 +696,13 @@ impl SupervisorHandle {
         self.inner
             .control
             .send_modify(|c| c.restarts = c.restarts.wrapping_add(1));
+    }
+
+    /// The latest error: a failed connect attempt or the error that ended a connection
+    /// (kept after a later success, so it also explains a past reconnect). `None` if
+    /// there was none yet.
+    pub fn last_error(&self) -> Option<Arc<Error>> {
+        self.inner.shared.last_error.lock().clone()
     }
 
     /// Probes the current connection once (its [`Connection::probe`]) and returns the

@@ -52,6 +52,9 @@ async fn non_retryable_error_fails_without_retrying_and_restart_recovers() {
         "{error}"
     );
     assert!(!error.is_retryable());
+    // Still known to a caller that arrives after the event.
+    let last = handle.last_error().expect("the connect error is kept");
+    assert!(matches!(*last, Error::Auth { status: 403, .. }), "{last}");
     // Failed stays failed: no further attempts, however long we wait.
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(transport.attempts(), 1);

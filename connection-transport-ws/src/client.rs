@@ -12,11 +12,10 @@ use std::time::Duration;
 use connection_core::metrics::ConnectionMetrics;
 use connection_core::{
     Backoff, BoxError, ConfigError, ConnectionState, Endpoint, Error, EventBus, EventFilter,
-    EventKind, EventStream, EventType, MetricsSnapshot, ShutdownOutcome, Supervisor,
-    SupervisorHandle,
+    EventStream, MetricsSnapshot, ShutdownOutcome, Supervisor, SupervisorHandle,
 };
 use connection_retry::backoff::{BackoffStrategy, Jitter};
-use futures::{FutureExt, Stream, StreamExt};
+use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::WatchStream;
@@ -352,29 +351,12 @@ impl WsClient {
     /// non-retryable connect error such as rejected credentials or a certificate that
     /// does not verify).
     pub async fn wait_ready(&self) -> Result<(), Arc<Error>> {
-        let mut errors = self
-            .handle
-            .subscribe(EventFilter::all().types([EventType::Error, EventType::Disconnected]));
         if self.wait_connected().await.is_ok() {
             return Ok(());
         }
-        let mut last = None;
-        while let Some(Some(Ok(event))) = errors.next().now_or_never() {
-            match event.kind {
-                EventKind::Error { error } => last = Some(error),
-                EventKind::Disconnected { reason } => {
-                    if let Some(e) = reason.error() {
-                        last = Some(Arc::new(Error::Other {
-                            endpoint: self.endpoint().clone(),
-                            source: e.to_string().into(),
-                            retryable: e.is_retryable(),
-                        }));
-                    }
-                }
-                _ => {}
-            }
-        }
-        Err(last.unwrap_or_else(|| {
+        // The supervisor keeps the latest error, so one that happened before this call
+        // is still reported.
+        Err(self.handle.last_error().unwrap_or_else(|| {
             Arc::new(Error::Shutdown {
                 endpoint: self.endpoint().clone(),
             })

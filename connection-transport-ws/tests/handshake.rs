@@ -38,6 +38,9 @@ async fn unauthorized_and_forbidden_fail_without_retry() {
         tokio::time::sleep(Duration::from_secs(10)).await;
         // One attempt from the transport above, one from the client: no retries.
         assert_eq!(server.log.headers.lock().unwrap().len(), 2);
+        // Asked after the failure, it still says why.
+        let late = client.wait_ready().await.unwrap_err();
+        assert!(matches!(*late, Error::Auth { .. }), "{late}");
     }
 }
 
