@@ -163,7 +163,10 @@ async fn statistics_and_metrics_add_up() {
     }
     let merged = manager.statistics();
     assert_eq!(merged.latency_samples, 203);
-    assert!(merged.p99_latency <= Duration::from_micros(3200), "{merged:?}");
+    assert!(
+        merged.p99_latency <= Duration::from_micros(3200),
+        "{merged:?}"
+    );
     assert_eq!(merged.max_latency, ms(10));
     let json = serde_json::to_value(&s).unwrap();
     assert_eq!(json["bytes_in"], 123);

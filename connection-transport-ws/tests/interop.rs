@@ -47,16 +47,27 @@ impl PythonServer {
             });
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().expect("piped stdout");
-        let mut line = String::new();
-        // Blocks until the server printed its port (or died: then the line is empty).
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the server's port");
-        let port = line.trim().parse().unwrap_or_else(|_| {
-            let status = child.wait();
-            panic!("the websockets server did not print its port ({line:?}), exit: {status:?}")
+        // The port line, read on a thread so a server that hangs cannot hang the test.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
         });
-        Some(Self { child, stdin, port })
+        let mut server = Self {
+            child,
+            stdin,
+            port: 0,
+        };
+        let line = rx.recv_timeout(LIMIT).unwrap_or_default();
+        server.port = line.trim().parse().unwrap_or_else(|_| {
+            let status = server.child.try_wait();
+            panic!(
+                "the websockets server did not print its port within {LIMIT:?} \
+                 ({line:?}; exit status {status:?})"
+            )
+        });
+        Some(server)
     }
 
     fn url(&self) -> String {

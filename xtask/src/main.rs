@@ -1,13 +1,21 @@
 //! Project automation, run as `cargo xtask <command>`:
 //!
 //! - `ci`: everything CI checks, in the order that fails fastest; installs nothing it
-//!   cannot get from the toolchain, and says what it skipped and why.
+//!   cannot get from the toolchain or PyPI (the interop peer, see below), and says what
+//!   it skipped and why.
+//! - `interop`: sets up the third-party interop peers and runs only the interop tests.
 //! - `bench [group]`: the side-by-side comparisons; JSON lines on stdout.
 //! - `demo`: the demo, on local servers it starts itself.
+//!
+//! The interop peer is the Python `websockets` package, pinned, in a venv under
+//! `target/interop-venv` (created by `python3 -m venv`, or `$CONNECTION_PYTHON`); the
+//! install is skipped when the venv already has the pinned version. The tests get the
+//! venv's interpreter through `CONNECTION_INTEROP_PYTHON`, and `CONNECTION_REQUIRE_INTEROP=1`
+//! makes a missing peer a failure instead of a notice.
 #![allow(clippy::print_stdout, reason = "a command-line tool reports on stdout")]
 
 use std::env;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
@@ -38,10 +46,11 @@ fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
+        Some("interop") => interop(),
         Some("bench") => bench(args.get(1).map(String::as_str)),
         Some("demo") => run(cargo().args(["run", "--quiet", "-p", "examples", "--bin", "demo"])),
         _ => {
-            eprintln!("usage: cargo xtask <ci | bench [group] | demo>");
+            eprintln!("usage: cargo xtask <ci | interop | bench [group] | demo>");
             eprintln!(
                 "bench groups: {}",
                 BENCH_GROUPS
@@ -94,13 +103,112 @@ fn has_nextest() -> bool {
         .unwrap_or(false)
 }
 
+/// The pinned interop peer: `pip install` argument and the version it reports.
+const INTEROP_PEER: (&str, &str) = ("websockets==15.0.1", "15.0.1");
+
+/// Environment variables the interop tests read: the peer's interpreter, and whether a
+/// missing peer fails the test (set by `ci` and `interop`) rather than skipping it loudly.
+const INTEROP_PYTHON_VAR: &str = "CONNECTION_INTEROP_PYTHON";
+const INTEROP_REQUIRE_VAR: &str = "CONNECTION_REQUIRE_INTEROP";
+
+fn interop_venv() -> PathBuf {
+    root().join("target").join("interop-venv")
+}
+
+fn venv_python(venv: &Path) -> PathBuf {
+    if cfg!(windows) {
+        venv.join("Scripts").join("python.exe")
+    } else {
+        venv.join("bin").join("python")
+    }
+}
+
+/// Creates the interop venv if needed and installs the pinned peer unless it is already
+/// there (so reruns take a fraction of a second). Returns the venv's interpreter.
+fn interop_setup() -> Result<PathBuf, String> {
+    let venv = interop_venv();
+    let python = venv_python(&venv);
+    let (requirement, version) = INTEROP_PEER;
+    if !python.exists() {
+        let base = env::var("CONNECTION_PYTHON").unwrap_or_else(|_| "python3".into());
+        eprintln!(
+            "xtask: creating the interop venv {} with {base}",
+            venv.display()
+        );
+        run(Command::new(&base).arg("-m").arg("venv").arg(&venv))
+            .map_err(|e| format!("{e} (is Python 3 with the venv module installed?)"))?;
+    }
+    let installed = Command::new(&python)
+        .args([
+            "-c",
+            "import websockets, sys; sys.stdout.write(websockets.__version__)",
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    if installed.as_deref() == Some(version) {
+        eprintln!("xtask: interop peer {requirement} already installed");
+        return Ok(python);
+    }
+    eprintln!("xtask: installing the interop peer {requirement} from PyPI");
+    run(Command::new(&python).args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        requirement,
+    ]))?;
+    Ok(python)
+}
+
+/// Points a test command at the interop peer and makes its absence a failure.
+fn with_interop_env(cmd: &mut Command) {
+    cmd.env(INTEROP_PYTHON_VAR, venv_python(&interop_venv()))
+        .env(INTEROP_REQUIRE_VAR, "1");
+}
+
+fn interop() -> Result<(), String> {
+    interop_setup()?;
+    let mut cmd = cargo();
+    if has_nextest() {
+        cmd.args([
+            "nextest",
+            "run",
+            "-p",
+            "connection-transport-ws",
+            "--test",
+            "interop",
+            "--no-fail-fast",
+        ]);
+    } else {
+        cmd.args([
+            "test",
+            "-p",
+            "connection-transport-ws",
+            "--test",
+            "interop",
+            "--no-fail-fast",
+        ]);
+    }
+    with_interop_env(&mut cmd);
+    run(&mut cmd)
+}
+
+/// One `ci` step: a cargo command, or work done here in xtask.
+enum Step {
+    Cargo(Command),
+    InteropSetup,
+}
+
 fn ci() -> Result<(), String> {
     let started = Instant::now();
-    let mut steps: Vec<(String, Command)> = Vec::new();
+    let mut steps: Vec<(String, Step)> = Vec::new();
     let mut step = |name: &str, args: &[&str]| {
         let mut cmd = cargo();
         cmd.args(args);
-        steps.push((name.to_owned(), cmd));
+        steps.push((name.to_owned(), Step::Cargo(cmd)));
     };
     step("fmt", &["fmt", "--all", "--", "--check"]);
     step(
@@ -115,6 +223,13 @@ fn ci() -> Result<(), String> {
             "warnings",
         ],
     );
+    // Before the tests, which need the peer: a failed setup fails both steps.
+    steps.push(("interop setup".to_owned(), Step::InteropSetup));
+    let mut step = |name: &str, args: &[&str]| {
+        let mut cmd = cargo();
+        cmd.args(args);
+        steps.push((name.to_owned(), Step::Cargo(cmd)));
+    };
     if has_nextest() {
         step(
             "test",
@@ -150,27 +265,34 @@ fn ci() -> Result<(), String> {
         &["doc", "--workspace", "--no-deps", "--all-features"],
     );
     for krate in LIBRARY_CRATES {
-        steps.push((format!("{krate} --no-default-features"), {
-            let mut c = cargo();
-            c.args(["check", "-p", krate, "--no-default-features"]);
-            c
-        }));
-        steps.push((format!("{krate} --all-features"), {
-            let mut c = cargo();
-            c.args(["check", "-p", krate, "--all-features"]);
-            c
-        }));
+        step(
+            &format!("{krate} --no-default-features"),
+            &["check", "-p", krate, "--no-default-features"],
+        );
+        step(
+            &format!("{krate} --all-features"),
+            &["check", "-p", krate, "--all-features"],
+        );
     }
 
     let total = steps.len();
     let mut failed = Vec::new();
-    for (i, (name, mut cmd)) in steps.into_iter().enumerate() {
+    for (i, (name, step)) in steps.into_iter().enumerate() {
         eprintln!("\n=== xtask ci [{}/{total}] {name}", i + 1);
-        if name == "doc" {
-            cmd.env("RUSTDOCFLAGS", "-Dwarnings");
-        }
         let step_started = Instant::now();
-        match run(&mut cmd) {
+        let result = match step {
+            Step::InteropSetup => interop_setup().map(drop),
+            Step::Cargo(mut cmd) => {
+                if name == "doc" {
+                    cmd.env("RUSTDOCFLAGS", "-Dwarnings");
+                }
+                if name == "test" {
+                    with_interop_env(&mut cmd);
+                }
+                run(&mut cmd)
+            }
+        };
+        match result {
             Ok(()) => eprintln!("=== {name}: ok ({:.0?})", step_started.elapsed()),
             Err(e) => {
                 eprintln!("=== {name}: FAILED: {e}");

@@ -9,8 +9,14 @@
 //! Then the script kills the echo server, restarts it on the same port, blackholes the
 //! proxy (the peer stops answering without closing), restores it, and shuts everything
 //! down. Every event is printed as it happens; a metrics table and the Prometheus
-//! exposition close the run.
+//! exposition close the part.
+//!
+//! Two more parts follow: a WebSocket client that keeps its queue through a server kill
+//! and restart (`demo/ws.rs`), and a failover group of two servers (`demo/failover.rs`).
 #![allow(clippy::print_stdout, reason = "the demo reports to the terminal")]
+
+mod failover;
+mod ws;
 
 use std::time::Duration;
 
@@ -141,6 +147,14 @@ async fn main() -> Result<(), BoxError> {
             format!("expected reconnects, got {direct_reconnects} and {proxy_reconnects}").into(),
         );
     }
+
+    println!("\n=== WebSocket: the server is killed and restarted; nothing queued is lost\n");
+    ws::run().await?;
+    println!(
+        "\n=== Failover: the primary is killed, the standby takes over, the primary takes back over\n"
+    );
+    failover::run().await?;
+
     println!(
         "\ndemo finished in {:.1} s",
         started.elapsed().as_secs_f64()
