@@ -240,6 +240,9 @@ pub(crate) struct IoShared {
     reason: watch::Sender<Option<DisconnectReason>>,
     pending_ping: parking_lot::Mutex<Option<PendingPing>>,
     we_closed: AtomicBool,
+    /// A close frame the writer owes the server when the reader gives up on the
+    /// connection (1009 for a message over our limit, as RFC 6455 7.4.1 asks).
+    close_with: parking_lot::Mutex<Option<CloseFrame>>,
     close_codes: CloseCodePolicy,
     close_timeout: Duration,
 }
@@ -293,6 +296,7 @@ pub(crate) fn spawn_io(ws: Ws, parts: IoParts) -> WsConnection {
         reason,
         pending_ping: parking_lot::Mutex::new(None),
         we_closed: AtomicBool::new(false),
+        close_with: parking_lot::Mutex::new(None),
         close_codes: parts.close_codes,
         close_timeout: parts.close_timeout,
     });
@@ -380,7 +384,17 @@ async fn write_loop(
             m = next_outbound(&mut queue, outbox), if queue_open => Step::Message(m),
         };
         match step {
-            Step::Ended => return WriterEnd::Ended,
+            Step::Ended => {
+                let frame = shared.close_with.lock().take();
+                if let Some(frame) = frame {
+                    // Tell the server why before dropping the socket; bounded, as the
+                    // server may not be reading.
+                    drop(queue.take());
+                    let send = sink.send(Message::Close(Some(frame)));
+                    let _ = tokio::time::timeout(shared.close_timeout, send).await;
+                }
+                return WriterEnd::Ended;
+            }
             // The connection handle is gone; the task is about to be aborted anyway.
             Step::Control(None) => return WriterEnd::Ended,
             Step::Control(Some(Control::Ping(payload))) => {
@@ -494,6 +508,12 @@ async fn read_loop(
             Some(Err(e)) => {
                 let e = WsError::from_stream(&shared.endpoint, e);
                 tracing::debug!(endpoint = %shared.endpoint, error = %e, "read failed");
+                if matches!(e, WsError::MessageTooLarge { .. }) {
+                    *shared.close_with.lock() = Some(CloseFrame {
+                        code: CloseCode::Size,
+                        reason: Utf8Bytes::from_static("message too big"),
+                    });
+                }
                 shared.end(shared.error(e));
                 return;
             }

@@ -116,4 +116,11 @@ async fn oversized_messages_are_refused() {
     );
     assert!(error.is_retryable());
     assert_eq!(conn.recv().await, None::<Message>);
+    // The server is told why (RFC 6455 7.4.1): close code 1009.
+    server
+        .log
+        .wait_until("a 1009 close frame", |log| {
+            log.closes().iter().any(|(code, _)| *code == 1009)
+        })
+        .await;
 }
