@@ -606,7 +606,9 @@ impl ConnectionManager {
             s.messages_out += m.messages_out;
             s.requests += m.requests;
             s.connected_time += m.uptime;
-            latency.merge_from(entry.metrics.latency());
+            if let Some(recorded) = entry.metrics.recorded_latency() {
+                latency.merge_from(recorded);
+            }
         }
         let total = latency.snapshot();
         s.latency_samples = total.count;

@@ -46,6 +46,18 @@ pub(crate) fn rss_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// CPU time used by this process so far, user and system, in seconds (from
+/// `/proc/self/stat`, in clock ticks of 10 ms).
+pub(crate) fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name may hold spaces; the fields after it are plain.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
 /// The median; `NaN` for no samples.
 pub(crate) fn median(v: &[f64]) -> f64 {
     percentile(v, 0.5)
