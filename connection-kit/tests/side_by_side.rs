@@ -151,3 +151,46 @@ async fn websocket_and_tcp_side_by_side_with_failover() {
     assert!(shutdown.aborted.is_empty(), "{shutdown:?}");
     assert_eq!(client.state(), ConnectionState::Closed);
 }
+
+/// A WebSocket server that completes the handshake, then never reads again: our close
+/// frame is never answered.
+async fn ws_deaf_server() -> LoopbackServer {
+    LoopbackServer::start(|stream, _| async move {
+        let Ok(ws) = tokio_tungstenite::accept_async(stream).await else {
+            return;
+        };
+        let _hold = ws;
+        std::future::pending::<()>().await;
+    })
+    .await
+    .expect("bind a WebSocket server")
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_reports_a_close_handshake_that_never_completes() {
+    let deaf = ws_deaf_server().await;
+    let echo = ws_echo_server().await;
+    let manager = ConnectionManager::new();
+    manager.add("deaf", ws_transport(&deaf), options()).unwrap();
+    manager.add("echo", ws_transport(&echo), options()).unwrap();
+    let report = manager.connect_all().await;
+    assert_eq!(report.connected.len(), 2, "{report:?}");
+
+    let started = tokio::time::Instant::now();
+    let shutdown = manager.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(started.elapsed(), Duration::from_secs(1));
+    assert_eq!(
+        shutdown.aborted.iter().map(|n| &**n).collect::<Vec<_>>(),
+        ["deaf"],
+        "{shutdown:?}"
+    );
+    assert_eq!(
+        shutdown.graceful.iter().map(|n| &**n).collect::<Vec<_>>(),
+        ["echo"],
+        "{shutdown:?}"
+    );
+    assert_eq!(
+        manager.status("deaf").unwrap().state,
+        ConnectionState::Closed
+    );
+}
