@@ -303,8 +303,17 @@ impl std::fmt::Display for Rejected {
 
 impl std::error::Error for Rejected {}
 
-/// Socket errors that describe a transient condition of the network or the peer.
-fn io_is_retryable(e: &io::Error) -> bool {
+/// Whether a socket error describes a transient condition of the network or the peer
+/// (refused, reset, timed out, unreachable...), so trying again may succeed. The rule
+/// behind [`Error::is_retryable`] for `Connect` and `Io`, for transports whose own error
+/// types classify the same way.
+///
+/// ```
+/// use std::io;
+/// assert!(connection_core::io_is_retryable(&io::ErrorKind::ConnectionReset.into()));
+/// assert!(!connection_core::io_is_retryable(&io::ErrorKind::PermissionDenied.into()));
+/// ```
+pub fn io_is_retryable(e: &io::Error) -> bool {
     use io::ErrorKind::*;
     matches!(
         e.kind(),

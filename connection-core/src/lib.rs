@@ -63,7 +63,7 @@ pub use config::{
     require_nonzero,
 };
 pub use endpoint::{Endpoint, EndpointError, EndpointErrorKind};
-pub use error::{BoxError, Error, RejectReason, Rejected};
+pub use error::{BoxError, Error, RejectReason, Rejected, io_is_retryable};
 pub use event::{
     DisconnectReason, Event, EventBus, EventFilter, EventKind, EventStream, EventType,
     HealthStatus, Lagged, Severity,

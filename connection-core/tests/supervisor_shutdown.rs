@@ -4,11 +4,8 @@ mod support;
 
 use std::time::Duration;
 
-use connection_core::{
-    Connection, ConnectionId, ConnectionState, ConstantBackoff, DisconnectReason, Endpoint, Error,
-    ShutdownOutcome, Supervisor, Transport,
-};
-use connection_testkit::{TcpEchoConnection, TcpEchoServer, TcpEchoTransport};
+use connection_core::{ConnectionState, ConstantBackoff, Error, ShutdownOutcome, Supervisor};
+use connection_testkit::{TcpEchoServer, TcpEchoTransport};
 use support::wait_state;
 use tokio::time::Instant;
 
@@ -55,46 +52,17 @@ async fn shutdown_interrupts_backoff_sleep() {
     assert_eq!(handle.state(), ConnectionState::Closed);
 }
 
-/// A real echo connection whose `close` never finishes, like a peer that never answers a
-/// close handshake.
-struct StuckClose(TcpEchoTransport);
-struct StuckConn(TcpEchoConnection);
-
-impl Transport for StuckClose {
-    type Connection = StuckConn;
-    async fn connect(&self) -> Result<StuckConn, Error> {
-        self.0.connect().await.map(StuckConn)
-    }
-    fn endpoint(&self) -> &Endpoint {
-        self.0.endpoint()
-    }
-}
-
-impl Connection for StuckConn {
-    fn id(&self) -> ConnectionId {
-        self.0.id()
-    }
-    fn state(&self) -> ConnectionState {
-        self.0.state()
-    }
-    async fn probe(&mut self) -> Result<Duration, Error> {
-        self.0.probe().await
-    }
-    async fn closed(&mut self) -> DisconnectReason {
-        self.0.closed().await
-    }
-    async fn close(&mut self) -> Result<(), Error> {
-        std::future::pending().await
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn shutdown_aborts_at_the_deadline() {
     let server = TcpEchoServer::start().await.unwrap();
-    let handle = Supervisor::new(StuckClose(TcpEchoTransport::new(server.addr()).unwrap()))
-        .close_timeout(Duration::from_secs(3600))
-        .spawn()
-        .unwrap();
+    let handle = Supervisor::new(
+        TcpEchoTransport::new(server.addr())
+            .unwrap()
+            .hang_on_close(),
+    )
+    .close_timeout(Duration::from_secs(3600))
+    .spawn()
+    .unwrap();
     wait_state(&handle, ConnectionState::Connected).await;
     let started = Instant::now();
     assert_eq!(

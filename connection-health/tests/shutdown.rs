@@ -7,7 +7,7 @@ use std::time::Duration;
 use connection_core::{ConnectionState, EventFilter, EventType};
 use connection_health::{ConnectionManager, ConnectionOptions, HealthCheck, HealthError};
 use connection_testkit::TcpEchoServer;
-use support::{StuckClose, echo, next_matching, quick, wait_until};
+use support::{echo, next_matching, quick, wait_until};
 use tokio::time::Instant;
 
 #[tokio::test(start_paused = true)]
@@ -19,7 +19,7 @@ async fn shutdown_aborts_a_close_that_never_finishes() {
         .build()
         .unwrap();
     manager
-        .add("stuck", StuckClose(echo(server.addr())), stubborn)
+        .add("stuck", echo(server.addr()).hang_on_close(), stubborn)
         .unwrap();
     manager.add("fine", echo(server.addr()), quick()).unwrap();
     manager.add("idle", echo(server.addr()), quick()).unwrap();

@@ -63,6 +63,7 @@
 //! sockets in such tests; [`handlers::echo`] and the proxy already do.
 #![forbid(unsafe_code)]
 
+pub mod events;
 mod guard;
 pub mod handlers;
 mod proxy;

@@ -43,6 +43,7 @@ pub const PING: &[u8] = b"ping\n";
 pub struct TcpEchoTransport {
     endpoint: Endpoint,
     banner: bool,
+    hang_on_close: bool,
     attempts: Arc<AtomicU64>,
 }
 
@@ -58,6 +59,7 @@ impl TcpEchoTransport {
         Self {
             endpoint,
             banner: false,
+            hang_on_close: false,
             attempts: Arc::default(),
         }
     }
@@ -67,6 +69,14 @@ impl TcpEchoTransport {
     #[must_use]
     pub fn with_banner(mut self) -> Self {
         self.banner = true;
+        self
+    }
+
+    /// Makes every connection's [`close`](Connection::close) wait forever, like a peer
+    /// that never answers a close handshake: for testing shutdown deadlines.
+    #[must_use]
+    pub fn hang_on_close(mut self) -> Self {
+        self.hang_on_close = true;
         self
     }
 
@@ -121,6 +131,7 @@ impl Transport for TcpEchoTransport {
             endpoint: self.endpoint.clone(),
             stream,
             state: ConnectionState::Connected,
+            hang_on_close: self.hang_on_close,
         })
     }
 
@@ -136,6 +147,7 @@ pub struct TcpEchoConnection {
     endpoint: Endpoint,
     stream: BufReader<TcpStream>,
     state: ConnectionState,
+    hang_on_close: bool,
 }
 
 impl TcpEchoConnection {
@@ -203,6 +215,9 @@ impl Connection for TcpEchoConnection {
     }
 
     async fn close(&mut self) -> Result<(), Error> {
+        if self.hang_on_close {
+            std::future::pending::<()>().await;
+        }
         if self.state == ConnectionState::Connected {
             self.state = ConnectionState::Closed;
             // A peer that already went away makes shutdown fail; closing is best effort.

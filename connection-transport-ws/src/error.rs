@@ -4,7 +4,7 @@
 use std::io;
 use std::time::Duration;
 
-use connection_core::{BoxError, ConfigError, Endpoint, EndpointError, Error};
+use connection_core::{BoxError, ConfigError, Endpoint, EndpointError, Error, io_is_retryable};
 use tokio_tungstenite::tungstenite;
 
 /// What went wrong, and where.
@@ -291,28 +291,6 @@ impl WsError {
         }
         Self::Io { endpoint, source }
     }
-}
-
-/// The same classification as core's: transient network conditions are retryable.
-fn io_is_retryable(e: &io::Error) -> bool {
-    use io::ErrorKind::*;
-    matches!(
-        e.kind(),
-        ConnectionRefused
-            | ConnectionReset
-            | ConnectionAborted
-            | NotConnected
-            | BrokenPipe
-            | TimedOut
-            | UnexpectedEof
-            | Interrupted
-            | WouldBlock
-            | AddrInUse
-            | AddrNotAvailable
-            | HostUnreachable
-            | NetworkUnreachable
-            | NetworkDown
-    )
 }
 
 impl From<WsError> for Error {

@@ -1,10 +1,9 @@
 //! Helpers shared by the behaviour tests.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unused_imports, unreachable_pub)]
 
 use std::time::Duration;
 
-use connection_core::{ConnectionState, Event, EventStream, SupervisorHandle};
-use futures::StreamExt;
+use connection_core::{ConnectionState, SupervisorHandle};
 
 /// Bound on any single wait in these tests (tokio time, which is paused in most of them).
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -24,34 +23,7 @@ pub async fn wait_state(handle: &SupervisorHandle, state: ConnectionState) {
         .expect("supervisor state channel closed");
 }
 
-/// Takes events from `stream` until one satisfies `pred`, returning it.
-pub async fn next_matching(
-    stream: &mut EventStream,
-    mut pred: impl FnMut(&Event) -> bool,
-) -> Event {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            match stream.next().await {
-                Some(Ok(e)) if pred(&e) => return e,
-                Some(_) => {}
-                None => panic!("event stream ended"),
-            }
-        }
-    })
-    .await
-    .expect("no matching event in time")
-}
-
-/// Collects every event already delivered to `stream` without waiting for more.
-pub fn drain(stream: &mut EventStream) -> Vec<Event> {
-    let mut out = Vec::new();
-    while let Some(Some(Ok(e))) = stream.next().now_or_never() {
-        out.push(e);
-    }
-    out
-}
-
-use futures::FutureExt;
+pub use connection_testkit::events::{drain, next_matching};
 
 /// Polls `cond` every millisecond of tokio time until it holds. For conditions that only
 /// a peer in another task can observe (a server counting its open sockets) and that have

@@ -1,16 +1,12 @@
 //! Helpers shared by the behaviour tests.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unused_imports, unreachable_pub)]
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use connection_core::{
-    Connection, ConnectionId, ConnectionState, DisconnectReason, Endpoint, Error, Event, EventKind,
-    EventStream, HealthStatus, Transport,
-};
+use connection_core::{ConnectionState, Event, EventKind, HealthStatus};
 use connection_health::{ConnectionManager, ConnectionOptions};
-use connection_testkit::{TcpEchoConnection, TcpEchoTransport};
-use futures::{FutureExt, StreamExt};
+use connection_testkit::TcpEchoTransport;
 
 /// Bound on any single wait in these tests (tokio time, paused in most of them).
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -52,70 +48,12 @@ pub async fn wait_state(manager: &ConnectionManager, name: &str, state: Connecti
     .await;
 }
 
-/// Takes events from `stream` until one satisfies `pred`.
-pub async fn next_matching(
-    stream: &mut EventStream,
-    mut pred: impl FnMut(&Event) -> bool,
-) -> Event {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            match stream.next().await {
-                Some(Ok(e)) if pred(&e) => return e,
-                Some(_) => {}
-                None => panic!("event stream ended"),
-            }
-        }
-    })
-    .await
-    .expect("no matching event in time")
-}
-
-/// Every event already delivered to `stream`, without waiting.
-pub fn drain(stream: &mut EventStream) -> Vec<Event> {
-    let mut out = Vec::new();
-    while let Some(Some(Ok(e))) = stream.next().now_or_never() {
-        out.push(e);
-    }
-    out
-}
+pub use connection_testkit::events::{drain, next_matching};
 
 /// `(from, to)` of a HealthChanged event.
 pub fn health_change(e: &Event) -> Option<(HealthStatus, HealthStatus)> {
     match e.kind {
         EventKind::HealthChanged { from, to } => Some((from, to)),
         _ => None,
-    }
-}
-
-/// A real echo connection whose `close` never finishes, like a peer that never answers
-/// a close handshake.
-pub struct StuckClose(pub TcpEchoTransport);
-pub struct StuckConn(TcpEchoConnection);
-
-impl Transport for StuckClose {
-    type Connection = StuckConn;
-    async fn connect(&self) -> Result<StuckConn, Error> {
-        self.0.connect().await.map(StuckConn)
-    }
-    fn endpoint(&self) -> &Endpoint {
-        self.0.endpoint()
-    }
-}
-
-impl Connection for StuckConn {
-    fn id(&self) -> ConnectionId {
-        self.0.id()
-    }
-    fn state(&self) -> ConnectionState {
-        self.0.state()
-    }
-    async fn probe(&mut self) -> Result<Duration, Error> {
-        self.0.probe().await
-    }
-    async fn closed(&mut self) -> DisconnectReason {
-        self.0.closed().await
-    }
-    async fn close(&mut self) -> Result<(), Error> {
-        std::future::pending().await
     }
 }
