@@ -506,6 +506,12 @@ impl EventBus {
         }
     }
 
+    /// Whether `other` is a handle to this same bus (not merely an equal one), e.g. to
+    /// avoid forwarding a bus's events onto itself.
+    pub fn same_bus(&self, other: &EventBus) -> bool {
+        self.tx.same_channel(&other.tx)
+    }
+
     /// How many subscribers are listening.
     pub fn subscriber_count(&self) -> usize {
         self.tx.receiver_count()

@@ -7,9 +7,10 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use connection_core::{
-    ConnectionMetrics, ConnectionState, Endpoint, Error, EventBus, HealthStatus, Supervisor,
-    SupervisorHandle, Transport,
+    ConnectionMetrics, ConnectionState, Endpoint, Error, EventBus, EventFilter, HealthStatus,
+    Supervisor, SupervisorHandle, Transport,
 };
+use futures::StreamExt;
 use parking_lot::Mutex;
 
 use crate::failover::GroupInner;
@@ -124,6 +125,32 @@ pub(crate) struct Entry {
     /// Failover groups this connection is a route of (weak: groups own their routes,
     /// not the other way round).
     pub(crate) groups: Mutex<Vec<Weak<GroupInner>>>,
+    /// For an attached connection on a bus of its own: the task copying its events onto
+    /// the manager's bus, stopped with the entry.
+    forward: Option<AbortOnDrop>,
+}
+
+/// Aborts a task when dropped, so an entry's helper task never outlives it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Copies every event of `handle`'s connection onto `bus`, until aborted or until the
+/// source bus is gone. A lagging copy loses events like any slow subscriber would.
+fn forward_events(handle: &SupervisorHandle, bus: EventBus) -> Option<AbortOnDrop> {
+    let runtime = tokio::runtime::Handle::try_current().ok()?;
+    let mut events = handle.subscribe(EventFilter::all());
+    Some(AbortOnDrop(runtime.spawn(async move {
+        while let Some(event) = events.next().await {
+            if let Ok(event) = event {
+                bus.publish(event);
+            }
+        }
+    })))
 }
 
 static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
@@ -152,12 +179,20 @@ impl Entry {
         )
     }
 
+    /// A connection supervised elsewhere. Its events are copied onto `bus` unless its
+    /// supervisor already publishes there.
     pub(crate) fn attached(
         name: Arc<str>,
         handle: SupervisorHandle,
         options: &ConnectionOptions,
+        bus: &EventBus,
     ) -> Self {
-        Self::build(
+        let forward = if handle.events().same_bus(bus) {
+            None
+        } else {
+            forward_events(&handle, bus.clone())
+        };
+        let mut entry = Self::build(
             name,
             handle.endpoint().clone(),
             options.close_timeout(),
@@ -165,7 +200,9 @@ impl Entry {
             handle.metrics_handle().clone(),
             Some(handle),
             LastErrorCell::default(),
-        )
+        );
+        entry.forward = forward;
+        entry
     }
 
     fn build(
@@ -191,6 +228,7 @@ impl Entry {
             health: AtomicU8::new(encode(HealthStatus::Unknown)),
             last_error,
             groups: Mutex::new(Vec::new()),
+            forward: None,
         }
     }
 

@@ -317,10 +317,10 @@ impl ConnectionManager {
     /// handle). The manager rates, reports and shuts it down like its own, but cannot
     /// start it again once it is closed. Only `close_timeout` of `options` is used.
     ///
-    /// Its supervisor's events stay on the bus it was built with; they show in
-    /// [`subscribe`](Self::subscribe) only if it was built on
-    /// [`event_bus`](Self::event_bus). The manager's own events about it (health)
-    /// are always on the manager's bus.
+    /// Its supervisor's events show in [`subscribe`](Self::subscribe) either way: built
+    /// on [`event_bus`](Self::event_bus) they are there directly (the cheapest way);
+    /// on a bus of its own, one small task copies them over while the connection is
+    /// registered.
     pub fn attach(
         &self,
         name: impl Into<Arc<str>>,
@@ -329,7 +329,10 @@ impl ConnectionManager {
     ) -> Result<(), HealthError> {
         let name = name.into();
         options.validate()?;
-        let entry = self.insert(name.clone(), || Entry::attached(name, handle, &options))?;
+        let bus = &self.inner.bus;
+        let entry = self.insert(name.clone(), || {
+            Entry::attached(name, handle, &options, bus)
+        })?;
         self.inner.ensure_monitor();
         if let Some((handle, generation)) = entry.handle_and_generation() {
             self.inner.watch(&entry, generation, handle);
