@@ -23,6 +23,13 @@
 //! socket when it is full, so a slow consumer slows the server down (TCP backpressure)
 //! instead of growing memory.
 //!
+//! The price of that backpressure: while the reader is paused, nothing else is read
+//! either, pongs and server pings included (they queue behind the unread messages). A
+//! consumer that stalls for longer than the pong timeout makes the heartbeat declare the
+//! connection dead and reconnect, and a server with a keepalive of its own may close it;
+//! Python's `websockets` behaves the same way. If your consumer can stall, raise
+//! `pong_timeout` or `inbound_buffer`, or move slow work off the receiving task.
+//!
 //! ## Delivery: at most once
 //!
 //! A message is written at most once; nothing is resent. What can be lost, exactly:
