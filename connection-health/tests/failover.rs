@@ -8,7 +8,7 @@ use std::time::Duration;
 use connection_core::{EventFilter, EventKind, EventType, HealthStatus};
 use connection_health::{ConnectionManager, HealthCheck, HealthError};
 use connection_testkit::TcpEchoServer;
-use support::{echo, next_matching, quick, wait_health, wait_until};
+use support::{echo, next_matching, quick, wait_health, wait_primary, wait_until};
 use tokio::time::Instant;
 
 fn manager(interval: Duration) -> ConnectionManager {
@@ -72,13 +72,7 @@ async fn primary_killed_fails_over_then_recovers() {
     // The primary's server goes away: the standby takes over without waiting for a probe.
     server_a.stop().await;
     let mut primary = group.watch_primary();
-    tokio::time::timeout(
-        support::WAIT,
-        primary.wait_for(|p| p.as_deref() == Some("b")),
-    )
-    .await
-    .expect("failover in time")
-    .unwrap();
+    wait_primary(&mut primary, "b", support::WAIT, "failover in time").await;
     let failover = next_matching(&mut failovers, |_| true).await;
     match &failover.kind {
         EventKind::Failover { from, to, reason } => {
@@ -93,13 +87,7 @@ async fn primary_killed_fails_over_then_recovers() {
 
     // It comes back: once recovered (two passing probes), the group returns to it.
     server_a.restart().await.unwrap();
-    tokio::time::timeout(
-        support::WAIT,
-        primary.wait_for(|p| p.as_deref() == Some("a")),
-    )
-    .await
-    .expect("recovery in time")
-    .unwrap();
+    wait_primary(&mut primary, "a", support::WAIT, "recovery in time").await;
 
     let mut seen = Vec::new();
     while seen.len() < 2 {
@@ -150,13 +138,13 @@ async fn failover_is_passive() {
 
     let started = Instant::now();
     server_a.stop().await;
-    tokio::time::timeout(
+    wait_primary(
+        &mut primary,
+        "b",
         Duration::from_secs(5),
-        primary.wait_for(|p| p.as_deref() == Some("b")),
+        "passive failover",
     )
-    .await
-    .expect("passive failover")
-    .unwrap();
+    .await;
     let took = started.elapsed();
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
@@ -177,10 +165,7 @@ async fn no_healthy_route_says_so_and_recovers() {
         .unwrap();
     let mut events = group.subscribe(EventFilter::all());
     let mut primary = group.watch_primary();
-    primary
-        .wait_for(|p| p.as_deref() == Some("a"))
-        .await
-        .unwrap();
+    wait_primary(&mut primary, "a", support::WAIT, "first election").await;
 
     server_a.stop().await;
     server_b.stop().await;
@@ -194,13 +179,7 @@ async fn no_healthy_route_says_so_and_recovers() {
 
     // The standby comes back first: it takes over, from the route that was lost.
     server_b.restart().await.unwrap();
-    tokio::time::timeout(
-        support::WAIT,
-        primary.wait_for(|p| p.as_deref() == Some("b")),
-    )
-    .await
-    .expect("standby back")
-    .unwrap();
+    wait_primary(&mut primary, "b", support::WAIT, "standby back").await;
     // Back on the route that was lost last: a plain primary change, not a failover.
     let mut seen = Vec::new();
     while seen.last().map(String::as_str) != Some("group unhealthy -> healthy") {
@@ -218,13 +197,7 @@ async fn no_healthy_route_says_so_and_recovers() {
         ]
     );
     server_a.restart().await.unwrap();
-    tokio::time::timeout(
-        support::WAIT,
-        primary.wait_for(|p| p.as_deref() == Some("a")),
-    )
-    .await
-    .expect("auto recover")
-    .unwrap();
+    wait_primary(&mut primary, "a", support::WAIT, "auto recover").await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -243,10 +216,7 @@ async fn set_primary_is_validated_and_pins() {
         .build()
         .unwrap();
     let mut primary = group.watch_primary();
-    primary
-        .wait_for(|p| p.as_deref() == Some("a"))
-        .await
-        .unwrap();
+    wait_primary(&mut primary, "a", support::WAIT, "first election").await;
     // Lazy standbys: only the preferred route was started.
     assert!(manager.handle("b").unwrap().is_none());
 
@@ -308,10 +278,7 @@ async fn lazy_standby_starts_when_needed() {
         .unwrap();
     let mut events = group.subscribe(EventFilter::all().types([EventType::Failover]));
     let mut primary = group.watch_primary();
-    primary
-        .wait_for(|p| p.as_deref() == Some("a"))
-        .await
-        .unwrap();
+    wait_primary(&mut primary, "a", support::WAIT, "first election").await;
     assert_eq!(
         server_b.accepted(),
         0,
@@ -319,13 +286,7 @@ async fn lazy_standby_starts_when_needed() {
     );
 
     server_a.stop().await;
-    tokio::time::timeout(
-        support::WAIT,
-        primary.wait_for(|p| p.as_deref() == Some("b")),
-    )
-    .await
-    .expect("lazy failover")
-    .unwrap();
+    wait_primary(&mut primary, "b", support::WAIT, "lazy failover").await;
     assert_eq!(server_b.accepted(), 1);
     let e = next_matching(&mut events, |_| true).await;
     assert_eq!(describe(&e.kind), "failover a -> b");
@@ -349,10 +310,7 @@ async fn disconnect_all_starts_no_standby() {
         .build()
         .unwrap();
     let mut primary = group.watch_primary();
-    primary
-        .wait_for(|p| p.as_deref() == Some("a"))
-        .await
-        .unwrap();
+    wait_primary(&mut primary, "a", support::WAIT, "first election").await;
 
     let report = manager.disconnect_all().await;
     assert_eq!(report.graceful.len(), 1);
@@ -367,13 +325,7 @@ async fn disconnect_all_starts_no_standby() {
 
     // Connecting again brings the preferred route back.
     manager.connect("a").unwrap();
-    tokio::time::timeout(
-        support::WAIT,
-        primary.wait_for(|p| p.as_deref() == Some("a")),
-    )
-    .await
-    .expect("primary back")
-    .unwrap();
+    wait_primary(&mut primary, "a", support::WAIT, "primary back").await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -405,10 +357,7 @@ async fn members_are_added_with_the_group_and_rolled_back_on_error() {
         ["a".into(), "b".into()] as [std::sync::Arc<str>; 2]
     );
     let mut primary = group.watch_primary();
-    primary
-        .wait_for(|p| p.as_deref() == Some("a"))
-        .await
-        .unwrap();
+    wait_primary(&mut primary, "a", support::WAIT, "first election").await;
     wait_health(&manager, "b", HealthStatus::Healthy).await;
 }
 
@@ -450,25 +399,16 @@ async fn failover_prefers_a_healthy_route_over_a_degraded_one() {
         wait_health(&manager, name, status).await;
     }
     let mut primary = group.watch_primary();
-    primary
-        .wait_for(|p| p.as_deref() == Some("a"))
-        .await
-        .unwrap();
+    wait_primary(&mut primary, "a", support::WAIT, "first election").await;
     server_a.stop().await;
-    tokio::time::timeout(
+    wait_primary(
+        &mut primary,
+        "c",
         support::WAIT,
-        primary.wait_for(|p| p.as_deref() == Some("c")),
+        "failover to the healthy route",
     )
-    .await
-    .expect("failover to the healthy route")
-    .unwrap();
+    .await;
     // b recovering its speed takes over again: it is preferred to c.
     slow.set_latency(Duration::ZERO, Duration::ZERO);
-    tokio::time::timeout(
-        support::WAIT,
-        primary.wait_for(|p| p.as_deref() == Some("b")),
-    )
-    .await
-    .expect("auto recover to b")
-    .unwrap();
+    wait_primary(&mut primary, "b", support::WAIT, "auto recover to b").await;
 }

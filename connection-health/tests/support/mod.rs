@@ -2,11 +2,13 @@
 #![allow(dead_code, unused_imports, unreachable_pub)]
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use connection_core::{ConnectionState, Event, EventKind, HealthStatus};
 use connection_health::{ConnectionManager, ConnectionOptions};
 use connection_testkit::TcpEchoTransport;
+use tokio::sync::watch;
 
 /// Bound on any single wait in these tests (tokio time, paused in most of them).
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -56,4 +58,17 @@ pub fn health_change(e: &Event) -> Option<(HealthStatus, HealthStatus)> {
         EventKind::HealthChanged { from, to } => Some((from, to)),
         _ => None,
     }
+}
+
+/// Waits until the group's primary is `want`, failing the test after `within`.
+pub async fn wait_primary(
+    primary: &mut watch::Receiver<Option<Arc<str>>>,
+    want: &str,
+    within: Duration,
+    what: &str,
+) {
+    tokio::time::timeout(within, primary.wait_for(|p| p.as_deref() == Some(want)))
+        .await
+        .unwrap_or_else(|_| panic!("{what}: primary did not become {want} within {within:?}"))
+        .expect("the group is alive");
 }
