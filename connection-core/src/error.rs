@@ -5,10 +5,12 @@
 //! Other crates keep their own error enums and convert into this one.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::ConfigError;
 use crate::endpoint::{Endpoint, EndpointError};
+use crate::state::ConnectionState;
 
 /// A boxed error from a dependency, kept as a source so dependency types stay out of the
 /// public API.
@@ -108,6 +110,20 @@ pub enum Error {
         /// The connection's endpoint.
         endpoint: Endpoint,
     },
+    /// No connection is usable right now: it is being established or re-established
+    /// (retryable), or it failed or was closed (not retryable; `cause` says why it
+    /// failed, when known). Returned by [`Link`](crate::Link) and everything that hands
+    /// out I/O handles through one.
+    #[error("no usable connection to {endpoint}: it is {state}")]
+    Unavailable {
+        /// The connection's endpoint.
+        endpoint: Endpoint,
+        /// The connection's state when asked.
+        state: ConnectionState,
+        /// Why a Failed connection failed, when known.
+        #[source]
+        cause: Option<Arc<Error>>,
+    },
     /// The operation was refused because the component is shutting down or shut down.
     #[error("{endpoint} is shut down")]
     Shutdown {
@@ -170,6 +186,9 @@ impl Error {
             Self::Timeout { .. } | Self::Closed { .. } | Self::Rejected(_) => true,
             Self::Status { status, .. } => matches!(status, 408 | 429 | 500..=599),
             Self::Other { retryable, .. } => *retryable,
+            Self::Unavailable { state, .. } => {
+                !matches!(state, ConnectionState::Failed | ConnectionState::Closed)
+            }
             Self::Tls { .. }
             | Self::Auth { .. }
             | Self::Protocol { .. }
@@ -177,6 +196,32 @@ impl Error {
             | Self::InvalidEndpoint(_)
             | Self::Config(_) => false,
         }
+    }
+
+    /// Whether the error says the *connection* failed (refused, reset, closed, timed out,
+    /// TLS or wire-protocol failure, no connection at all), as opposed to the peer
+    /// answering an operation with an error (a status, a refused credential) or a local
+    /// policy refusing it. Failover moves traffic to another route on these.
+    ///
+    /// ```
+    /// use connection_core::{Endpoint, Error};
+    /// let ep = Endpoint::host_port("127.0.0.1", 9)?;
+    /// assert!(Error::Closed { endpoint: ep.clone() }.is_connection_level());
+    /// let status = Error::Status { endpoint: ep, status: 503, retry_after: None };
+    /// assert!(!status.is_connection_level());
+    /// # Ok::<(), connection_core::EndpointError>(())
+    /// ```
+    pub fn is_connection_level(&self) -> bool {
+        matches!(
+            self,
+            Self::Connect { .. }
+                | Self::Io { .. }
+                | Self::Timeout { .. }
+                | Self::Tls { .. }
+                | Self::Protocol { .. }
+                | Self::Closed { .. }
+                | Self::Unavailable { .. }
+        )
     }
 
     /// `true` for [`Error::Timeout`].
@@ -196,6 +241,7 @@ impl Error {
             | Self::Status { endpoint, .. }
             | Self::Protocol { endpoint, .. }
             | Self::Closed { endpoint }
+            | Self::Unavailable { endpoint, .. }
             | Self::Shutdown { endpoint }
             | Self::Other { endpoint, .. } => Some(endpoint),
             Self::Rejected(r) => r.endpoint.as_ref(),

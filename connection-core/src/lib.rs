@@ -14,8 +14,10 @@
 //! - [`metrics`]: lock-free counters and latency histograms, exported as Prometheus text
 //!   or JSON.
 //! - [`Backoff`] decides reconnect delays; [`Supervisor`] owns a connection, reconnects
-//!   it, publishes its events and keeps its metrics; [`SupervisorHandle`] is what users
-//!   hold.
+//!   it, publishes its events and keeps its metrics; [`Supervised`] is what users hold:
+//!   a [`SupervisorHandle`] plus a [`Link`] to the current connection's I/O handle
+//!   ([`Connection::Io`]), so application traffic goes through the supervised
+//!   connection. [`Traffic`] is how a connection records what it carries.
 //! - [`ConnectionConfig`] holds the settings a deployment tunes, from a builder, serde or
 //!   `CONNECTION_*` environment variables.
 //!
@@ -52,6 +54,7 @@ mod endpoint;
 mod error;
 mod event;
 mod id;
+mod link;
 pub mod metrics;
 mod state;
 mod supervisor;
@@ -69,7 +72,8 @@ pub use event::{
     HealthStatus, Lagged, Severity,
 };
 pub use id::ConnectionId;
+pub use link::{Link, LinkSlot, Traffic};
 pub use metrics::{ConnectionMetrics, LatencyRecorder, LatencySnapshot, MetricsSnapshot};
 pub use state::{ConnectionState, IllegalTransition};
-pub use supervisor::{ShutdownOutcome, Supervisor, SupervisorHandle};
-pub use transport::{Connection, Timeout, Transport, TransportExt};
+pub use supervisor::{ShutdownOutcome, Supervise, Supervised, Supervisor, SupervisorHandle};
+pub use transport::{Connection, IoOf, Timeout, Transport, TransportExt};

@@ -37,12 +37,17 @@ use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::event::{DisconnectReason, Event, EventBus, EventFilter, EventKind, EventStream};
 use crate::id::ConnectionId;
+use crate::link::{Link, LinkSlot, Traffic};
 use crate::metrics::{ConnectionMetrics, MetricsSnapshot};
 use crate::state::ConnectionState;
-use crate::transport::{Connection, Transport};
+use crate::transport::{Connection, IoOf, Transport};
 
 /// Default bound on closing a connection the supervisor is done with.
 const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Bound on a probe asked for through a handle when no keepalive timeout is set: a
+/// blackholed peer must never hold the task (and with it loss detection) for longer.
+const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Probe requests that may wait for the task; callers beyond it wait to enqueue, so a hung
 /// probe never lets requests pile up without bound.
@@ -71,7 +76,7 @@ type ProbeRequest = oneshot::Sender<Result<Duration, Error>>;
 /// # Ok(()) }
 /// ```
 #[must_use = "a supervisor does nothing until spawned"]
-pub struct Supervisor<T, B = ConstantBackoff> {
+pub struct Supervisor<T: Transport, B = ConstantBackoff> {
     transport: T,
     backoff: B,
     name: Option<Arc<str>>,
@@ -80,6 +85,7 @@ pub struct Supervisor<T, B = ConstantBackoff> {
     connect_timeout: Option<Duration>,
     keepalive: Option<(Duration, Duration)>,
     close_timeout: Duration,
+    link_slot: Option<LinkSlot<IoOf<T>>>,
 }
 
 impl<T: Transport> Supervisor<T> {
@@ -95,6 +101,7 @@ impl<T: Transport> Supervisor<T> {
             connect_timeout: None,
             keepalive: None,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
+            link_slot: None,
         }
     }
 }
@@ -111,6 +118,7 @@ impl<T: Transport, B: Backoff> Supervisor<T, B> {
             connect_timeout: self.connect_timeout,
             keepalive: self.keepalive,
             close_timeout: self.close_timeout,
+            link_slot: self.link_slot,
         }
     }
 
@@ -148,6 +156,15 @@ impl<T: Transport, B: Backoff> Supervisor<T, B> {
         self
     }
 
+    /// Publish the current connection's I/O handle into `slot` instead of a new one, so
+    /// [`Link`]s made from it before (or for an earlier supervisor of the same logical
+    /// connection) follow this one. For components that restart supervisors, such as a
+    /// manager.
+    pub fn link_slot(mut self, slot: LinkSlot<IoOf<T>>) -> Self {
+        self.link_slot = Some(slot);
+        self
+    }
+
     /// Bound on closing a connection the supervisor gives up on (default 5 s).
     pub fn close_timeout(mut self, limit: Duration) -> Self {
         self.close_timeout = limit;
@@ -175,11 +192,13 @@ impl<T: Transport, B: Backoff> Supervisor<T, B> {
         require_nonzero("close_timeout", self.close_timeout)
     }
 
-    /// Validates the settings and starts the task on the current tokio runtime.
+    /// Validates the settings and starts the task on the current tokio runtime; returns
+    /// the typed handle, whose [`Link`] gives the application the current connection's
+    /// I/O handle.
     ///
     /// Fails with [`Error::Config`] for a zero timeout or interval, or when called
     /// outside a tokio runtime (field `runtime`).
-    pub fn spawn(self) -> Result<SupervisorHandle, Error> {
+    pub fn spawn(self) -> Result<Supervised<IoOf<T>>, Error> {
         self.validate()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             ConfigError::new("runtime", "spawn must be called from a tokio runtime")
@@ -187,6 +206,12 @@ impl<T: Transport, B: Backoff> Supervisor<T, B> {
         let endpoint = self.transport.endpoint().clone();
         let name = self.name.clone().unwrap_or_else(|| endpoint.label().into());
         let (state, _) = watch::channel(ConnectionState::Disconnected);
+        let slot = self
+            .link_slot
+            .clone()
+            .unwrap_or_else(|| LinkSlot::new(endpoint.clone()));
+        let link = slot.link();
+        let publish_slot = slot.clone();
         let shared = Arc::new(Shared {
             id: ConnectionId::next(),
             name,
@@ -195,6 +220,8 @@ impl<T: Transport, B: Backoff> Supervisor<T, B> {
             metrics: self.metrics.clone().unwrap_or_default(),
             events: self.events.clone().unwrap_or_default(),
             last_error: Mutex::new(None),
+            link: Box::new(move |state, cause| publish_slot.set_state(state, cause)),
+            traffic_failures: Arc::new(watch::channel(0).0),
         });
         let (control, control_rx) = watch::channel(Control::default());
         let (probes, probes_rx) = mpsc::channel(PROBE_QUEUE);
@@ -208,20 +235,22 @@ impl<T: Transport, B: Backoff> Supervisor<T, B> {
             control: control_rx,
             restarts_seen: 0,
             probes: probes_rx,
+            slot,
         };
         let join = runtime.spawn(task.run());
-        Ok(SupervisorHandle {
+        let handle = SupervisorHandle {
             inner: Arc::new(HandleInner {
                 shared,
                 control,
                 probes,
                 join: Mutex::new(Some(join)),
             }),
-        })
+        };
+        Ok(Supervised { handle, link })
     }
 }
 
-impl<T, B> fmt::Debug for Supervisor<T, B> {
+impl<T: Transport, B> fmt::Debug for Supervisor<T, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Supervisor")
             .field("name", &self.name)
@@ -254,6 +283,11 @@ struct Shared {
     /// The latest connect error or error that ended a connection, so a caller that
     /// arrives after the event (e.g. waiting for a client to be ready) can still learn why.
     last_error: Mutex<Option<Arc<Error>>>,
+    /// Mirrors every state change into the typed [`LinkSlot`] (type-erased: `Shared` is
+    /// not generic, and the handle's abort path changes state without the task).
+    link: Box<dyn Fn(ConnectionState, Option<Arc<Error>>) + Send + Sync>,
+    /// Bumped by [`Traffic::failure`]: failures seen on real traffic.
+    traffic_failures: Arc<watch::Sender<u64>>,
 }
 
 impl Shared {
@@ -282,6 +316,12 @@ impl Shared {
                 }
             });
         if let Some(from) = from {
+            let cause = if to == ConnectionState::Failed {
+                self.last_error.lock().clone()
+            } else {
+                None
+            };
+            (self.link)(to, cause);
             tracing::debug!(connection = %self.name, %from, %to, "state changed");
             self.publish(EventKind::StateChanged { from, to });
         }
@@ -301,7 +341,7 @@ enum Signal {
     Restart,
 }
 
-struct Task<T, B> {
+struct Task<T: Transport, B> {
     transport: T,
     backoff: B,
     connect_timeout: Option<Duration>,
@@ -311,6 +351,7 @@ struct Task<T, B> {
     control: watch::Receiver<Control>,
     restarts_seen: u64,
     probes: mpsc::Receiver<ProbeRequest>,
+    slot: LinkSlot<IoOf<T>>,
 }
 
 /// How a phase of the loop ended.
@@ -437,6 +478,12 @@ impl<T: Transport, B: Backoff> Task<T, B> {
     /// Runs one established connection until it ends, then closes it.
     async fn serve(&mut self, mut conn: T::Connection) -> Next {
         let shared = self.shared.clone();
+        conn.bind_traffic(Traffic::supervised(
+            shared.metrics.clone(),
+            shared.traffic_failures.clone(),
+        ));
+        // Before the state turns Connected, so a waiter woken by it finds the handle.
+        self.slot.set_io(conn.io());
         shared.metrics.mark_connected();
         shared.set_state(ConnectionState::Connected);
         tracing::info!(connection = %shared.name, "connected");
@@ -523,7 +570,7 @@ impl<T: Transport, B: Backoff> Task<T, B> {
                 probe = tokio::time::timeout(limit, conn.probe()) => probe,
             };
             match probe {
-                Ok(Ok(rtt)) => self.shared.metrics.record_latency(rtt),
+                Ok(Ok(rtt)) => self.shared.metrics.record_probe_rtt(rtt),
                 Ok(Err(error)) => return DisconnectReason::ProbeFailed(Arc::new(error)),
                 Err(_) => {
                     let error = Error::timeout(&self.shared.endpoint, "probe", limit);
@@ -546,6 +593,11 @@ impl<T: Transport, B: Backoff> Task<T, B> {
         if reply.is_closed() {
             return None;
         }
+        // Bounded even when the caller is not: the task watches for the connection's loss
+        // only between probes, so a blackholed peer must not hold it here.
+        let limit = self
+            .keepalive
+            .map_or(DEFAULT_PROBE_TIMEOUT, |(_, timeout)| timeout);
         let result = tokio::select! {
             biased;
             signal = next_signal(&mut self.control, &mut self.restarts_seen, true) => {
@@ -553,10 +605,11 @@ impl<T: Transport, B: Backoff> Task<T, B> {
                 return Some(signal_reason(signal));
             }
             () = reply.closed() => return None,
-            result = conn.probe() => result,
+            result = tokio::time::timeout(limit, conn.probe()) => result
+                .unwrap_or_else(|_| Err(Error::timeout(&self.shared.endpoint, "probe", limit))),
         };
         if let Ok(rtt) = &result {
-            self.shared.metrics.record_latency(*rtt);
+            self.shared.metrics.record_probe_rtt(*rtt);
         }
         let _ = reply.send(result);
         None
@@ -727,6 +780,13 @@ impl SupervisorHandle {
         rx.await.unwrap_or_else(|_| Err(closed()))
     }
 
+    /// A receiver whose value counts the failures the connections of this supervisor
+    /// reported on real traffic ([`Traffic::failure`]); it changes with each one. Health
+    /// monitors treat a change like a failed probe.
+    pub fn watch_traffic_failures(&self) -> watch::Receiver<u64> {
+        self.inner.shared.traffic_failures.subscribe()
+    }
+
     /// Whether the supervisor task has ended.
     pub fn is_finished(&self) -> bool {
         self.inner
@@ -784,5 +844,120 @@ impl fmt::Debug for SupervisorHandle {
             .field("endpoint", self.endpoint())
             .field("state", &self.state())
             .finish()
+    }
+}
+
+/// A supervised connection, typed by the I/O handle its connections give the
+/// application: what [`Supervisor::spawn`] returns.
+///
+/// It is a [`SupervisorHandle`] (state, events, metrics, probe, restart, shutdown: it
+/// derefs to one) plus a [`Link`] to the current connection's I/O handle. Cheap to clone;
+/// dropping the last clone (and every `SupervisorHandle` cloned from it) shuts the
+/// supervisor down.
+///
+/// ```no_run
+/// use connection_core::Supervisor;
+/// use connection_testkit::{TcpEchoServer, TcpEchoTransport};
+/// use std::time::Duration;
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = TcpEchoServer::start().await?;
+/// let conn = Supervisor::new(TcpEchoTransport::new(server.addr())?).spawn()?;
+/// // Waits (at most 1 s) while connecting; the handle is the connection's I/O handle.
+/// let echo = conn.ready(Duration::from_secs(1)).await?;
+/// echo.echo(b"hello").await?;
+/// println!("{:?}", conn.metrics());
+/// conn.shutdown(Duration::from_secs(1)).await;
+/// # Ok(()) }
+/// ```
+pub struct Supervised<H> {
+    handle: SupervisorHandle,
+    link: Link<H>,
+}
+
+impl<H> Clone for Supervised<H> {
+    fn clone(&self) -> Self {
+        Self {
+            handle: self.handle.clone(),
+            link: self.link.clone(),
+        }
+    }
+}
+
+impl<H> fmt::Debug for Supervised<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Supervised")
+            .field("id", &self.handle.id())
+            .field("name", &self.handle.name())
+            .field("endpoint", self.handle.endpoint())
+            .field("state", &self.handle.state())
+            .finish()
+    }
+}
+
+impl<H> std::ops::Deref for Supervised<H> {
+    type Target = SupervisorHandle;
+
+    fn deref(&self) -> &SupervisorHandle {
+        &self.handle
+    }
+}
+
+impl<H> AsRef<SupervisorHandle> for Supervised<H> {
+    fn as_ref(&self) -> &SupervisorHandle {
+        &self.handle
+    }
+}
+
+impl<H: Clone> Supervised<H> {
+    /// Pairs a supervisor's handle with a link to its connections' I/O handles (for
+    /// clients built on a supervisor that expose the pair through [`Supervise`]).
+    pub fn from_parts(handle: SupervisorHandle, link: Link<H>) -> Self {
+        Self { handle, link }
+    }
+
+    /// The untyped handle, for collections of connections of different kinds.
+    pub fn handle(&self) -> &SupervisorHandle {
+        &self.handle
+    }
+
+    /// The link to the current connection's I/O handle.
+    pub fn link(&self) -> &Link<H> {
+        &self.link
+    }
+
+    /// The current connection's I/O handle, without waiting (see [`Link::current`]).
+    pub fn current(&self) -> Result<H, Error> {
+        self.link.current()
+    }
+
+    /// The current connection's I/O handle, waiting up to `within` while connecting
+    /// (see [`Link::ready`]).
+    pub async fn ready(&self, within: Duration) -> Result<H, Error> {
+        self.link.ready(within).await
+    }
+
+    /// Splits into the untyped handle and the link.
+    pub fn into_parts(self) -> (SupervisorHandle, Link<H>) {
+        (self.handle, self.link)
+    }
+}
+
+/// Anything supervised that carries traffic: the one way a manager, a failover group or
+/// any other component takes hold of a connection supervised elsewhere (a
+/// [`Supervised`] from [`Supervisor::spawn`], a WebSocket client, an HTTP client...).
+pub trait Supervise {
+    /// The I/O handle its connections give the application.
+    type Io: Clone + Send + Sync + 'static;
+
+    /// The supervised connection: its untyped handle and its link.
+    fn supervised(&self) -> Supervised<Self::Io>;
+}
+
+impl<H: Clone + Send + Sync + 'static> Supervise for Supervised<H> {
+    type Io = H;
+
+    fn supervised(&self) -> Supervised<H> {
+        self.clone()
     }
 }

@@ -21,6 +21,7 @@ use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::event::DisconnectReason;
 use crate::id::ConnectionId;
+use crate::link::Traffic;
 use crate::state::ConnectionState;
 
 /// Opens connections to one [`Endpoint`].
@@ -46,6 +47,8 @@ use crate::state::ConnectionState;
 /// }
 ///
 /// impl Connection for LoopConn {
+///     type Io = ();
+///     fn io(&self) {}
 ///     fn id(&self) -> ConnectionId { self.0 }
 ///     fn state(&self) -> ConnectionState {
 ///         if self.1 { ConnectionState::Connected } else { ConnectionState::Closed }
@@ -80,6 +83,25 @@ pub trait Transport: Send + Sync + 'static {
 /// [`Connected`](ConnectionState::Connected) while usable and
 /// [`Closed`](ConnectionState::Closed) or [`Failed`](ConnectionState::Failed) after.
 pub trait Connection: Send + 'static {
+    /// What the application sends and receives with: cheap to clone, usable from many
+    /// tasks at once (a WebSocket sender, an HTTP client bound to a base URL, a framed
+    /// TCP sink and stream behind channels). A supervisor hands the current connection's
+    /// `Io` to the application through a [`Link`](crate::Link). A connection that carries
+    /// no application traffic uses `()`.
+    type Io: Clone + Send + Sync + 'static;
+
+    /// This connection's I/O handle. Once the connection is lost, operations on the
+    /// handle fail (with a connection-level error, see
+    /// [`Error::is_connection_level`]); they never hang on a dead socket.
+    fn io(&self) -> Self::Io;
+
+    /// Gives the connection where to record the traffic it carries (bytes, messages,
+    /// request latency, failures). A supervisor calls it once, right after connecting
+    /// and before [`io`](Self::io). The default records nothing.
+    fn bind_traffic(&mut self, traffic: Traffic) {
+        let _ = traffic;
+    }
+
     /// This physical connection's id.
     fn id(&self) -> ConnectionId;
 
@@ -101,6 +123,10 @@ pub trait Connection: Send + 'static {
     /// effort: closing a dead connection is not an error.
     fn close(&mut self) -> impl Future<Output = Result<(), Error>> + Send;
 }
+
+/// The I/O handle type of a transport's connections: what a
+/// [`Supervised`](crate::Supervised) of that transport hands the application.
+pub type IoOf<T> = <<T as Transport>::Connection as Connection>::Io;
 
 impl<T: Transport> Transport for Arc<T> {
     type Connection = T::Connection;

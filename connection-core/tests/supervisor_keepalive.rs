@@ -28,7 +28,7 @@ async fn blackholed_peer_is_detected_by_probe_timeout() {
     // Healthy probes record their round trips.
     tokio::time::sleep(Duration::from_millis(3500)).await;
     let snapshot = handle.metrics();
-    assert_eq!(snapshot.latency.count, 3, "{snapshot:?}");
+    assert_eq!(snapshot.probe_rtt.count, 3, "{snapshot:?}");
     assert_eq!(handle.state(), ConnectionState::Connected);
 
     proxy.blackhole(true);

@@ -25,7 +25,7 @@ async fn handle_probe_measures_and_reports_without_disconnecting() {
 
     handle.probe().await.unwrap();
     handle.probe().await.unwrap();
-    assert_eq!(handle.metrics().latency.count, 2);
+    assert_eq!(handle.metrics().probe_rtt.count, 2);
 
     // A hung peer: the caller's timeout abandons the probe, and the connection stays up
     // (the caller owns the health policy). Later probes are not stuck behind it.
@@ -74,6 +74,10 @@ impl Transport for CloseCodeTransport {
 }
 
 impl Connection for CloseCodeConnection {
+    type Io = ();
+
+    fn io(&self) {}
+
     fn id(&self) -> ConnectionId {
         self.inner.id()
     }

@@ -1,14 +1,15 @@
 //! One registered connection: how to start its supervisor, the handle of the running one,
 //! its metrics (kept across restarts) and its health rating.
 
+use std::any::Any;
 use std::fmt;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use connection_core::{
-    ConnectionMetrics, ConnectionState, Endpoint, Error, EventBus, EventFilter, HealthStatus,
-    Supervisor, SupervisorHandle, Transport,
+    ConnectionMetrics, ConnectionState, Endpoint, Error, EventBus, EventFilter, HealthStatus, IoOf,
+    Link, LinkSlot, Supervised, Supervisor, SupervisorHandle, Transport,
 };
 use futures::StreamExt;
 use parking_lot::Mutex;
@@ -35,10 +36,12 @@ trait Spawn: Send + Sync {
     ) -> Result<SupervisorHandle, Error>;
 }
 
-struct Spawner<T> {
+struct Spawner<T: Transport> {
     transport: Arc<T>,
     options: ConnectionOptions,
     last_error: LastErrorCell,
+    /// Shared by every supervisor this entry starts, so links handed out stay valid.
+    slot: LinkSlot<IoOf<T>>,
 }
 
 impl<T: Transport> Spawn for Spawner<T> {
@@ -58,11 +61,12 @@ impl<T: Transport> Spawn for Spawner<T> {
             .backoff(self.options.make_backoff())
             .events(bus)
             .metrics(metrics)
+            .link_slot(self.slot.clone())
             .close_timeout(self.options.close_timeout());
         if let Some((interval, timeout)) = self.options.keepalive() {
             supervisor = supervisor.keepalive(interval, timeout);
         }
-        supervisor.spawn()
+        supervisor.spawn().map(|s| s.into_parts().0)
     }
 }
 
@@ -128,6 +132,11 @@ pub(crate) struct Entry {
     /// For an attached connection on a bus of its own: the task copying its events onto
     /// the manager's bus, stopped with the entry.
     forward: Option<AbortOnDrop>,
+    /// The typed `Link<Io>` to the connection's I/O handle (type-erased: entries of
+    /// every transport sit in one map).
+    link: Box<dyn Any + Send + Sync>,
+    /// The I/O handle's type name, for the error of a lookup with the wrong type.
+    io_type: &'static str,
 }
 
 /// Aborts a task when dropped, so an entry's helper task never outlives it.
@@ -164,6 +173,8 @@ impl Entry {
         let endpoint = transport.endpoint().clone();
         let last_error = LastErrorCell::default();
         let close_timeout = options.close_timeout();
+        let slot = LinkSlot::<IoOf<T>>::new(endpoint.clone());
+        let link = slot.link();
         Self::build(
             name,
             endpoint,
@@ -172,21 +183,24 @@ impl Entry {
                 transport: Arc::new(transport),
                 options,
                 last_error: last_error.clone(),
+                slot,
             })),
             Arc::default(),
             None,
             last_error,
+            link,
         )
     }
 
     /// A connection supervised elsewhere. Its events are copied onto `bus` unless its
     /// supervisor already publishes there.
-    pub(crate) fn attached(
+    pub(crate) fn attached<H: Clone + Send + Sync + 'static>(
         name: Arc<str>,
-        handle: SupervisorHandle,
+        supervised: Supervised<H>,
         options: &ConnectionOptions,
         bus: &EventBus,
     ) -> Self {
+        let (handle, link) = supervised.into_parts();
         let forward = if handle.events().same_bus(bus) {
             None
         } else {
@@ -200,12 +214,14 @@ impl Entry {
             handle.metrics_handle().clone(),
             Some(handle),
             LastErrorCell::default(),
+            link,
         );
         entry.forward = forward;
         entry
     }
 
-    fn build(
+    #[allow(clippy::too_many_arguments)] // private; every argument is a distinct part
+    fn build<H: Clone + Send + Sync + 'static>(
         name: Arc<str>,
         endpoint: Endpoint,
         close_timeout: Duration,
@@ -213,6 +229,7 @@ impl Entry {
         metrics: Arc<ConnectionMetrics>,
         handle: Option<SupervisorHandle>,
         last_error: LastErrorCell,
+        link: Link<H>,
     ) -> Self {
         Self {
             key: NEXT_KEY.fetch_add(1, Relaxed),
@@ -229,7 +246,19 @@ impl Entry {
             last_error,
             groups: Mutex::new(Vec::new()),
             forward: None,
+            link: Box::new(link),
+            io_type: std::any::type_name::<H>(),
         }
+    }
+
+    /// The link to the connection's I/O handle, if `H` is its type.
+    pub(crate) fn link<H: Clone + Send + Sync + 'static>(&self) -> Option<Link<H>> {
+        self.link.downcast_ref::<Link<H>>().cloned()
+    }
+
+    /// The name of the connection's I/O handle type.
+    pub(crate) fn io_type(&self) -> &'static str {
+        self.io_type
     }
 
     /// The running (or finished) supervisor's handle, if one was ever started.

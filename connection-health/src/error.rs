@@ -65,6 +65,16 @@ pub enum HealthError {
         /// The connection the refused operation was about.
         name: Arc<str>,
     },
+    /// The connection's I/O handle is of another type than the one asked for.
+    #[error("connection `{name}` carries `{actual}`, not `{requested}`")]
+    IoType {
+        /// The connection.
+        name: Arc<str>,
+        /// The I/O handle type asked for.
+        requested: &'static str,
+        /// The connection's I/O handle type.
+        actual: &'static str,
+    },
     /// A setting was invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -91,6 +101,7 @@ impl HealthError {
             Self::DuplicateName { .. }
             | Self::UnknownConnection { .. }
             | Self::UnknownRoute { .. }
+            | Self::IoType { .. }
             | Self::ShutDown { .. }
             | Self::Config(_) => false,
         }
@@ -122,6 +133,7 @@ impl From<HealthError> for Error {
             | HealthError::UnknownRoute { .. } => {
                 Error::Config(ConfigError::new("name", e.to_string()))
             }
+            HealthError::IoType { .. } => Error::Config(ConfigError::new("io", e.to_string())),
             HealthError::ShutDown { .. } => {
                 Error::Config(ConfigError::new("manager", e.to_string()))
             }

@@ -1,5 +1,6 @@
 //! [`FailoverGroup`]: several routes to one service, exactly one of them primary.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Weak};
 
@@ -13,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::entry::Entry;
 use crate::error::HealthError;
+use crate::link::GroupLink;
 use crate::manager::{ConnectionManager, Shared};
 use crate::options::ConnectionOptions;
 
@@ -286,11 +288,7 @@ impl FailoverGroup {
 
     /// The primary's handle, or [`HealthError::NoHealthyRoute`].
     pub fn require_primary(&self) -> Result<SupervisorHandle, HealthError> {
-        self.primary_handle()
-            .ok_or_else(|| HealthError::NoHealthyRoute {
-                group: self.inner.name.clone(),
-                preferred: self.inner.routes[0].entry.endpoint.clone(),
-            })
+        self.primary_handle().ok_or_else(|| self.no_healthy_route())
     }
 
     /// A receiver that sees every change of primary (`None` while no route is usable);
@@ -347,6 +345,39 @@ impl FailoverGroup {
                 primary: primary == Some(i),
             })
             .collect()
+    }
+
+    /// The group as a data plane: operations on the current primary's I/O handle, with
+    /// failover on connection-level errors. `H` is the routes' I/O handle type (the
+    /// transport's [`IoOf`](connection_core::IoOf)); fails with [`HealthError::IoType`]
+    /// when a route carries another type, and with [`HealthError::UnknownConnection`]
+    /// when a route was removed from the manager.
+    pub fn link<H: Clone + Send + Sync + 'static>(&self) -> Result<GroupLink<H>, HealthError> {
+        let routes = self
+            .inner
+            .routes
+            .iter()
+            .map(|r| {
+                let link = r.entry.link::<H>().ok_or_else(|| HealthError::IoType {
+                    name: r.name.clone(),
+                    requested: std::any::type_name::<H>(),
+                    actual: r.entry.io_type(),
+                })?;
+                Ok((r.name.clone(), (link, r.entry.clone())))
+            })
+            .collect::<Result<HashMap<_, _>, HealthError>>()?;
+        Ok(GroupLink::new(self.clone(), routes))
+    }
+
+    pub(crate) fn no_healthy_route(&self) -> HealthError {
+        HealthError::NoHealthyRoute {
+            group: self.inner.name.clone(),
+            preferred: self.inner.routes[0].entry.endpoint.clone(),
+        }
+    }
+
+    pub(crate) fn manager(&self) -> Option<Arc<Shared>> {
+        self.inner.manager.upgrade()
     }
 
     /// The group's own events (`Failover`, `PrimaryChanged`, its `HealthChanged`).
@@ -442,7 +473,9 @@ impl FailoverGroupBuilder {
         let add_name = name.clone();
         self.members.push((
             name.clone(),
-            Box::new(move |manager: &ConnectionManager| manager.add(add_name, transport, options)),
+            Box::new(move |manager: &ConnectionManager| {
+                manager.add(add_name, transport, options).map(drop)
+            }),
         ));
         self.routes.push((name, priority));
         self

@@ -70,6 +70,7 @@ mod entry;
 mod error;
 mod failover;
 mod health;
+mod link;
 mod manager;
 mod monitor;
 mod options;
@@ -79,6 +80,7 @@ pub use check::{CheckFn, CheckFuture, HealthCheck, HealthCheckBuilder};
 pub use config::{ENV_PREFIX, ManagerConfig, ManagerConfigBuilder};
 pub use error::HealthError;
 pub use failover::{FailoverGroup, FailoverGroupBuilder, RouteStatus};
+pub use link::GroupLink;
 pub use manager::{ConnectionManager, ConnectionManagerBuilder};
 pub use options::{ConnectionOptions, ConnectionOptionsBuilder};
 pub use report::{

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use connection_core::{
-    ConfigError, ConnectionState, Error, EventBus, EventFilter, EventStream, HealthStatus,
-    LatencyRecorder, ShutdownOutcome, SupervisorHandle, Transport,
+    ConfigError, ConnectionState, Error, EventBus, EventFilter, EventStream, HealthStatus, IoOf,
+    LatencyRecorder, Link, ShutdownOutcome, Supervise, Supervised, SupervisorHandle, Transport,
 };
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -83,6 +83,12 @@ impl Shared {
             self.watch(entry, started.generation, started.handle.clone());
         }
         Ok(started)
+    }
+
+    /// A connection-level failure on `entry`'s traffic: rate it Unhealthy at once.
+    pub(crate) fn report_lost(&self, entry: &Entry) {
+        entry.metrics.inc_errors();
+        let _ = self.monitor_tx.send(Cmd::Lost { key: entry.key });
     }
 
     /// Whether failover groups may start standby routes now.
@@ -284,6 +290,12 @@ impl ConnectionManager {
     /// Registers `transport` under `name` without connecting it; `connect_all`,
     /// `connect(name)` or a failover group starts it.
     ///
+    /// Returns the typed [`Link`] to the connection's I/O handle: application traffic
+    /// goes through it (`link.ready(within)` waits while the connection is started or
+    /// re-established). It stays valid across restarts; [`link`](Self::link) finds it again
+    /// by name. Failures the connection sees on that traffic count towards its health at
+    /// once, like failed probes.
+    ///
     /// Fails for an empty name or invalid options ([`HealthError::Config`]), a name
     /// already taken ([`HealthError::DuplicateName`]), a full manager
     /// ([`HealthError::AtCapacity`]) or a shut-down one ([`HealthError::ShutDown`]).
@@ -292,46 +304,62 @@ impl ConnectionManager {
         name: impl Into<Arc<str>>,
         transport: T,
         options: ConnectionOptions,
-    ) -> Result<(), HealthError> {
+    ) -> Result<Link<IoOf<T>>, HealthError> {
         let name = name.into();
         options.validate()?;
-        self.insert(name.clone(), || Entry::new(name, transport, options))
-            .map(drop)
+        let entry = self.insert(name.clone(), || Entry::new(name, transport, options))?;
+        Ok(typed_link(&entry)?)
     }
 
-    /// [`add`](Self::add), then start connecting at once; returns the handle.
+    /// [`add`](Self::add), then start connecting at once; returns the supervised
+    /// connection (its handle and its link).
     pub fn add_and_connect<T: Transport>(
         &self,
         name: impl Into<Arc<str>>,
         transport: T,
         options: ConnectionOptions,
-    ) -> Result<SupervisorHandle, HealthError> {
+    ) -> Result<Supervised<IoOf<T>>, HealthError> {
         let name = name.into();
         options.validate()?;
         let entry = self.insert(name.clone(), || Entry::new(name, transport, options))?;
         self.inner.resume();
-        self.start(&entry)
+        let handle = self.start(&entry)?;
+        Ok(Supervised::from_parts(handle, typed_link(&entry)?))
     }
 
-    /// Registers a connection supervised elsewhere (for example a WebSocket client's
-    /// handle). The manager rates, reports and shuts it down like its own, but cannot
-    /// start it again once it is closed. Only `close_timeout` of `options` is used.
+    /// The typed link to the I/O handle of the connection `name`, for code that did not
+    /// keep the one [`add`](Self::add) returned. Fails with
+    /// [`HealthError::UnknownConnection`], or [`HealthError::IoType`] when the
+    /// connection carries another I/O handle type.
+    pub fn link<H: Clone + Send + Sync + 'static>(
+        &self,
+        name: &str,
+    ) -> Result<Link<H>, HealthError> {
+        typed_link(&*self.inner.entry(name)?)
+    }
+
+    /// Registers a connection supervised elsewhere: anything that implements
+    /// [`Supervise`] (a [`Supervised`] from `Supervisor::spawn`, a WebSocket client...).
+    /// The manager rates, reports and shuts it down like its own, but cannot start it
+    /// again once it is closed; [`link`](Self::link) gives its I/O handle. Only
+    /// `close_timeout` of `options` is used.
     ///
     /// Its supervisor's events show in [`subscribe`](Self::subscribe) either way: built
     /// on [`event_bus`](Self::event_bus) they are there directly (the cheapest way);
     /// on a bus of its own, one small task copies them over while the connection is
     /// registered.
-    pub fn attach(
+    pub fn attach<S: Supervise + ?Sized>(
         &self,
         name: impl Into<Arc<str>>,
-        handle: SupervisorHandle,
+        connection: &S,
         options: ConnectionOptions,
     ) -> Result<(), HealthError> {
         let name = name.into();
         options.validate()?;
         let bus = &self.inner.bus;
+        let supervised = connection.supervised();
         let entry = self.insert(name.clone(), || {
-            Entry::attached(name, handle, &options, bus)
+            Entry::attached(name, supervised, &options, bus)
         })?;
         self.inner.ensure_monitor();
         if let Some((handle, generation)) = entry.handle_and_generation() {
@@ -591,7 +619,8 @@ impl ConnectionManager {
         };
         // One histogram for all: percentiles over every sample, not a bound from the
         // per-connection ones. Boxed: 3.7 KiB is a lot for a stack frame.
-        let latency = Box::new(LatencyRecorder::new());
+        let probe_rtt = Box::new(LatencyRecorder::new());
+        let request_latency = Box::new(LatencyRecorder::new());
         for entry in &entries {
             match entry.health() {
                 HealthStatus::Healthy => s.healthy += 1,
@@ -609,15 +638,15 @@ impl ConnectionManager {
             s.messages_out += m.messages_out;
             s.requests += m.requests;
             s.connected_time += m.uptime;
-            if let Some(recorded) = entry.metrics.recorded_latency() {
-                latency.merge_from(recorded);
+            if let Some(recorded) = entry.metrics.recorded_probe_rtt() {
+                probe_rtt.merge_from(recorded);
+            }
+            if let Some(recorded) = entry.metrics.recorded_request_latency() {
+                request_latency.merge_from(recorded);
             }
         }
-        let total = latency.snapshot();
-        s.latency_samples = total.count;
-        s.mean_latency = total.mean;
-        s.p99_latency = total.p99;
-        s.max_latency = total.max;
+        s.probe_rtt = probe_rtt.snapshot();
+        s.request_latency = request_latency.snapshot();
         s
     }
 
@@ -743,4 +772,12 @@ async fn close_all(entries: Vec<Arc<Entry>>, deadline: Option<Duration>) -> Shut
     report.elapsed = started.elapsed();
     tracing::info!(graceful = report.graceful.len(), aborted = report.aborted.len(), elapsed = ?report.elapsed, "connections closed");
     report
+}
+
+fn typed_link<H: Clone + Send + Sync + 'static>(entry: &Entry) -> Result<Link<H>, HealthError> {
+    entry.link::<H>().ok_or_else(|| HealthError::IoType {
+        name: entry.name.clone(),
+        requested: std::any::type_name::<H>(),
+        actual: entry.io_type(),
+    })
 }

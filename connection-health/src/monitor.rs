@@ -9,6 +9,9 @@
 //! connection has finished or timed out, so a hung peer never makes them pile up, and a
 //! timed-out probe is dropped, which abandons it on the connection too.
 //!
+//! Failures the connections report on real traffic (`Traffic::failure`, seen through
+//! each supervisor's `watch_traffic_failures`) count like failed probes.
+//!
 //! Every rating change is stored in the entry (read lock-free by the manager and the
 //! failover groups), published as `HealthChanged`, and handed to the connection's
 //! failover groups at once, in this task.
@@ -40,6 +43,9 @@ pub(crate) enum Cmd {
     },
     /// A failure seen on real traffic.
     Failure { key: u64 },
+    /// A connection-level failure seen on real traffic (the connection is gone or
+    /// unusable): Unhealthy at once, as if the connection had dropped.
+    Lost { key: u64 },
     /// A success seen on real traffic, with its latency if known.
     Success { key: u64, latency: Duration },
 }
@@ -59,6 +65,18 @@ enum ProbeResult {
     Passed(Duration),
     Failed(Error),
     TimedOut,
+}
+
+/// Waits for the next failure reported on one supervisor's traffic; `None` when the
+/// supervisor is gone.
+async fn next_failure(
+    key: u64,
+    generation: u64,
+    mut rx: watch::Receiver<u64>,
+) -> Option<(u64, u64, watch::Receiver<u64>)> {
+    rx.changed().await.ok()?;
+    rx.borrow_and_update();
+    Some((key, generation, rx))
 }
 
 /// Waits for the next state of one supervisor; returns the receiver for the next wait.
@@ -92,6 +110,7 @@ async fn run_probe(
 pub(crate) async fn run(mut cmds: mpsc::UnboundedReceiver<Cmd>, cfg: HealthCheck, bus: EventBus) {
     let mut watched: HashMap<u64, Watched> = HashMap::new();
     let mut states = FuturesUnordered::new();
+    let mut failures = FuturesUnordered::new();
     let mut probes = FuturesUnordered::new();
     let mut due: BinaryHeap<Reverse<(Instant, u64, u64)>> = BinaryHeap::new();
     let mut ready: VecDeque<(u64, u64)> = VecDeque::new();
@@ -142,6 +161,9 @@ pub(crate) async fn run(mut cmds: mpsc::UnboundedReceiver<Cmd>, cfg: HealthCheck
                 None => break,
                 Some(Cmd::Watch { entry, generation, handle }) => {
                     let key = entry.key;
+                    let mut failures_rx = handle.watch_traffic_failures();
+                    failures_rx.borrow_and_update();
+                    failures.push(next_failure(key, generation, failures_rx));
                     let mut rx = handle.watch_state();
                     let state = *rx.borrow_and_update();
                     let tracker = watched.remove(&key).map(|w| w.tracker).unwrap_or_default();
@@ -166,6 +188,12 @@ pub(crate) async fn run(mut cmds: mpsc::UnboundedReceiver<Cmd>, cfg: HealthCheck
                         publish(w, change, &bus);
                     }
                 }
+                Some(Cmd::Lost { key }) => {
+                    if let Some(w) = watched.get_mut(&key) {
+                        let change = w.tracker.lost(&cfg);
+                        publish(w, change, &bus);
+                    }
+                }
                 Some(Cmd::Success { key, latency }) => {
                     // Only a live connection can succeed; a late report must not rate a
                     // dropped one healthy.
@@ -177,6 +205,18 @@ pub(crate) async fn run(mut cmds: mpsc::UnboundedReceiver<Cmd>, cfg: HealthCheck
                     }
                 }
             },
+            Some(failure) = failures.next(), if !failures.is_empty() => {
+                // `None`: that supervisor is gone; its state watch reports the end.
+                let Some((key, generation, rx)) = failure else { continue };
+                let Some(w) = watched.get_mut(&key) else { continue };
+                if w.generation != generation {
+                    continue;
+                }
+                tracing::debug!(connection = %w.entry.name, "failure on traffic");
+                let change = w.tracker.failure(&cfg);
+                publish(w, change, &bus);
+                failures.push(next_failure(key, generation, rx));
+            }
             Some((key, generation, result)) = probes.next(), if !probes.is_empty() => {
                 let Some(w) = watched.get_mut(&key) else { continue };
                 if w.generation != generation {

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use connection_core::metrics::{to_json, to_prometheus};
-use connection_core::{ConnectionId, ConnectionState, Endpoint, HealthStatus, MetricsSnapshot};
+use connection_core::{
+    ConnectionId, ConnectionState, Endpoint, HealthStatus, LatencySnapshot, MetricsSnapshot,
+};
 use serde::Serialize;
 
 /// The result of [`ConnectionManager::connect_all`](crate::ConnectionManager::connect_all).
@@ -102,9 +104,11 @@ pub struct ConnectionStatus {
 /// [`ConnectionManager::statistics`](crate::ConnectionManager::statistics).
 ///
 /// Latency figures are over every sample of every connection together: the histograms
-/// are merged bucket by bucket, so `p99_latency` has the same precision as one
-/// connection's (a bucket upper bound, at most 6.25 % high).
+/// are merged bucket by bucket, so each p99 has the same precision as one
+/// connection's (a bucket upper bound, at most 6.25 % high). Probe round trips and
+/// request latency are kept apart: a fast ping says nothing of how slow requests are.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Statistics {
     /// Registered connections.
     pub connections: usize,
@@ -130,17 +134,11 @@ pub struct Statistics {
     pub messages_out: u64,
     /// Requests, summed.
     pub requests: u64,
-    /// Latency samples, summed.
-    pub latency_samples: u64,
-    /// Mean latency over every sample of every connection.
-    #[serde(rename = "mean_latency_seconds", serialize_with = "secs")]
-    pub mean_latency: Duration,
-    /// 99th percentile latency over every sample (see the type's docs).
-    #[serde(rename = "p99_latency_seconds", serialize_with = "secs")]
-    pub p99_latency: Duration,
-    /// Largest latency seen on any connection.
-    #[serde(rename = "max_latency_seconds", serialize_with = "secs")]
-    pub max_latency: Duration,
+    /// Probe round trips over every sample of every connection (see the type's docs).
+    pub probe_rtt: LatencySnapshot,
+    /// Latency of requests made on the connections (application traffic), over every
+    /// sample of every connection.
+    pub request_latency: LatencySnapshot,
     /// Time since the manager was created.
     #[serde(rename = "uptime_seconds", serialize_with = "secs")]
     pub uptime: Duration,

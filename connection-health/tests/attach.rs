@@ -21,7 +21,7 @@ async fn attached_connections_are_rated_reported_and_closed() {
         .spawn()
         .unwrap();
     manager
-        .attach("ws", handle.clone(), ConnectionOptions::default())
+        .attach("ws", &handle, ConnectionOptions::default())
         .unwrap();
     next_matching(&mut events, |e| e.event_type() == EventType::Connected).await;
     wait_health(&manager, "ws", HealthStatus::Healthy).await;
@@ -64,7 +64,7 @@ async fn events_of_an_attached_connection_on_its_own_bus_reach_the_manager_once(
         .unwrap();
     for (name, handle) in [("own-bus", &on_own_bus), ("shared-bus", &on_shared_bus)] {
         manager
-            .attach(name, handle.clone(), ConnectionOptions::default())
+            .attach(name, handle, ConnectionOptions::default())
             .unwrap();
         support::wait_state(&manager, name, ConnectionState::Connected).await;
     }

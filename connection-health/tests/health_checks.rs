@@ -119,7 +119,7 @@ async fn default_probe_times_out_on_a_blackhole() {
     manager.add("db", echo(proxy.addr()), quick()).unwrap();
     manager.connect("db").unwrap();
     wait_health(&manager, "db", HealthStatus::Healthy).await;
-    assert!(manager.status("db").unwrap().metrics.latency.count >= 1);
+    assert!(manager.status("db").unwrap().metrics.probe_rtt.count >= 1);
     proxy.blackhole(true);
     wait_health(&manager, "db", HealthStatus::Unhealthy).await;
 }
@@ -184,7 +184,10 @@ async fn slow_probes_rate_degraded() {
     wait_health(&manager, "slow", HealthStatus::Degraded).await;
     let stats = manager.statistics();
     assert_eq!((stats.degraded, stats.healthy), (1, 0));
-    assert!(stats.max_latency >= Duration::from_millis(150), "{stats:?}");
+    assert!(
+        stats.probe_rtt.max >= Duration::from_millis(150),
+        "{stats:?}"
+    );
 
     proxy.set_latency(Duration::ZERO, Duration::ZERO);
     wait_health(&manager, "slow", HealthStatus::Healthy).await;

@@ -137,7 +137,7 @@ async fn statistics_and_metrics_add_up() {
         m.add_bytes_out(bytes * 2);
         m.add_messages_in(1);
         for l in latencies {
-            m.record_latency(l);
+            m.record_probe_rtt(l);
         }
     }
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -147,11 +147,14 @@ async fn statistics_and_metrics_add_up() {
         (4, 3, 3, 0)
     );
     assert_eq!((s.bytes_in, s.bytes_out, s.messages_in), (123, 246, 3));
-    assert_eq!(s.latency_samples, 3);
+    assert_eq!(s.probe_rtt.count, 3);
     // (1 + 3 + 10) / 3 ms, exact.
-    assert_eq!(s.mean_latency, Duration::from_nanos(14_000_000 / 3));
-    assert!(s.p99_latency >= ms(10) && s.p99_latency <= ms(11), "{s:?}");
-    assert_eq!(s.max_latency, ms(10));
+    assert_eq!(s.probe_rtt.mean, Duration::from_nanos(14_000_000 / 3));
+    assert!(
+        s.probe_rtt.p99 >= ms(10) && s.probe_rtt.p99 <= ms(11),
+        "{s:?}"
+    );
+    assert_eq!(s.probe_rtt.max, ms(10));
     assert!(s.uptime >= Duration::from_secs(10));
     assert!(s.connected_time >= Duration::from_secs(30));
 
@@ -159,15 +162,15 @@ async fn statistics_and_metrics_add_up() {
     // slow sample on "b" (the largest per-connection p99 would say 10 ms).
     let a = manager.handle("a").unwrap().unwrap();
     for _ in 0..200 {
-        a.metrics_handle().record_latency(ms(1));
+        a.metrics_handle().record_probe_rtt(ms(1));
     }
     let merged = manager.statistics();
-    assert_eq!(merged.latency_samples, 203);
+    assert_eq!(merged.probe_rtt.count, 203);
     assert!(
-        merged.p99_latency <= Duration::from_micros(3200),
+        merged.probe_rtt.p99 <= Duration::from_micros(3200),
         "{merged:?}"
     );
-    assert_eq!(merged.max_latency, ms(10));
+    assert_eq!(merged.probe_rtt.max, ms(10));
     let json = serde_json::to_value(&s).unwrap();
     assert_eq!(json["bytes_in"], 123);
 

@@ -82,9 +82,7 @@ async fn websocket_and_tcp_side_by_side_with_failover() {
         .name("chat")
         .spawn()
         .unwrap();
-    manager
-        .attach("chat", client.handle().clone(), options())
-        .unwrap();
+    manager.attach("chat", &client, options()).unwrap();
 
     let report = manager.connect_all().await;
     // The attached client counts too: it is connected, though supervised elsewhere.

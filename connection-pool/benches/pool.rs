@@ -59,6 +59,10 @@ impl Transport for Zero {
 }
 
 impl Connection for ZeroConn {
+    type Io = ();
+
+    fn io(&self) {}
+
     fn id(&self) -> ConnectionId {
         self.0
     }

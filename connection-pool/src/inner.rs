@@ -26,6 +26,7 @@
 //! internal one.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::panic::Location;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -1119,4 +1120,15 @@ impl<T: Transport> Cap<T> {
             }
         }
     }
+}
+
+/// Whether the connection already knows its peer is gone: its
+/// [`closed`](connection_core::Connection::closed) future is ready on the first poll. No
+/// waiting and no probe; a transport whose `closed` watches a flag its I/O task sets
+/// answers without a system call. `closed` is cancel-safe, so polling it once and
+/// dropping it leaves the connection as it was.
+pub(crate) fn peer_gone<C: connection_core::Connection>(conn: &mut C) -> bool {
+    let closed = std::pin::pin!(conn.closed());
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    closed.poll(&mut cx).is_ready()
 }

@@ -24,7 +24,7 @@ use connection_core::{EventKind, Transport};
 use futures::future::join_all;
 use tokio::time::Instant;
 
-use crate::inner::{Idle, Shared, Slot};
+use crate::inner::{Idle, Shared, Slot, peer_gone};
 use crate::status::CloseReason;
 
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
@@ -99,7 +99,12 @@ fn sweep<T: Transport>(shared: &Shared<T>, now: Instant) -> Sweep<T::Connection>
     let mut kept = std::collections::VecDeque::with_capacity(st.idle.len());
     let mut idle_left = st.idle.len();
     // Oldest-returned first, so idle-timeout eviction keeps the most recently used.
-    while let Some(c) = st.idle.pop_front() {
+    while let Some(mut c) = st.idle.pop_front() {
+        if peer_gone(&mut c.conn) {
+            idle_left -= 1;
+            close.push((c, CloseReason::PeerClosed));
+            continue;
+        }
         if c.expired(now) {
             idle_left -= 1;
             close.push((c, CloseReason::Lifetime));

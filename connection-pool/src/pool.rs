@@ -37,7 +37,7 @@ use tokio::time::Instant;
 
 use crate::config::{CancelledValidation, PoolConfig};
 use crate::error::PoolError;
-use crate::inner::{Acquire, Raced, Shared, Slot};
+use crate::inner::{Acquire, Raced, Shared, Slot, peer_gone};
 use crate::maintainer;
 use crate::status::{CloseReason, PoolMetrics, Status};
 
@@ -253,6 +253,10 @@ async fn ready<T: Transport>(mut slot: Slot<T>) -> Result<PoolGuard<T>, PoolErro
         };
         let reason = if idle.conn.state() != ConnectionState::Connected {
             Some(CloseReason::Broken)
+        } else if peer_gone(&mut idle.conn) {
+            // A server that restarted inside `recycle_window`: the socket said so, no
+            // probe needed and none skipped.
+            Some(CloseReason::PeerClosed)
         } else if idle.expired(now) {
             Some(CloseReason::Lifetime)
         } else if shared.config.validate_timeout.is_some()

@@ -44,6 +44,10 @@ pub struct ClosedCounts {
     pub lifetime: u64,
     /// A checkout validation or keepalive probe failed.
     pub failed_validation: u64,
+    /// The connection already knew its peer had gone (its
+    /// [`closed`](connection_core::Connection::closed) signal was ready, checked without
+    /// I/O at checkout and while idle).
+    pub peer_closed: u64,
 }
 
 /// A serializable snapshot of the pool: status, counters and wait times.
@@ -74,6 +78,7 @@ pub(crate) enum CloseReason {
     Idle,
     Lifetime,
     FailedValidation,
+    PeerClosed,
 }
 
 /// Counters off the hot path (the hot `gets` counter lives under the pool lock).
@@ -87,6 +92,7 @@ pub(crate) struct Counters {
     idle: AtomicU64,
     lifetime: AtomicU64,
     failed_validation: AtomicU64,
+    peer_closed: AtomicU64,
 }
 
 impl Counters {
@@ -96,6 +102,7 @@ impl Counters {
             CloseReason::Idle => &self.idle,
             CloseReason::Lifetime => &self.lifetime,
             CloseReason::FailedValidation => &self.failed_validation,
+            CloseReason::PeerClosed => &self.peer_closed,
         };
         c.fetch_add(1, Relaxed);
     }
@@ -106,6 +113,7 @@ impl Counters {
             idle: self.idle.load(Relaxed),
             lifetime: self.lifetime.load(Relaxed),
             failed_validation: self.failed_validation.load(Relaxed),
+            peer_closed: self.peer_closed.load(Relaxed),
         }
     }
 }

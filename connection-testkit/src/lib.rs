@@ -72,4 +72,4 @@ mod transport;
 
 pub use proxy::{FaultProxy, ProxyStats};
 pub use server::{LoopbackServer, TcpEchoServer};
-pub use transport::{PING, TcpEchoConnection, TcpEchoTransport};
+pub use transport::{EchoClient, PING, TcpEchoConnection, TcpEchoTransport};

@@ -1,6 +1,12 @@
 //! [`TcpEchoTransport`]: a small but real [`Transport`] over TCP, for testing code that
 //! is generic over transports (supervisors, pools, managers) against real sockets.
 //!
+//! Each connection runs one I/O task that owns the socket. Its I/O handle,
+//! [`EchoClient`], sends requests to that task from any number of tasks, so traffic goes
+//! through a supervised connection exactly as it would with a production transport:
+//! bytes, messages and request latency land in the supervisor's metrics, and a failed
+//! request is reported as a failure on traffic.
+//!
 //! It talks to any echo server (such as [`TcpEchoServer`](crate::TcpEchoServer)):
 //! [`probe`](Connection::probe) writes a short ping and waits for its echo, so a
 //! blackholed or stalled peer makes probes time out exactly like a dead production
@@ -8,17 +14,20 @@
 //! banner first: `OK` accepts, `DENY` fails with a non-retryable
 //! [`Error::Auth`], which lets tests exercise the give-up path on a real socket.
 
+use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use connection_core::{
     Connection, ConnectionId, ConnectionState, DisconnectReason, Endpoint, EndpointError, Error,
-    Transport,
+    Traffic, Transport,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// The line [`TcpEchoConnection::probe`] sends; the echo server sends it back.
@@ -126,13 +135,11 @@ impl Transport for TcpEchoTransport {
                 }
             }
         }
-        Ok(TcpEchoConnection {
-            id: ConnectionId::next(),
-            endpoint: self.endpoint.clone(),
+        Ok(TcpEchoConnection::start(
+            self.endpoint.clone(),
             stream,
-            state: ConnectionState::Connected,
-            hang_on_close: self.hang_on_close,
-        })
+            self.hang_on_close,
+        ))
     }
 
     fn endpoint(&self) -> &Endpoint {
@@ -140,77 +147,287 @@ impl Transport for TcpEchoTransport {
     }
 }
 
+/// Requests an [`EchoClient`] may have waiting for the I/O task.
+const QUEUE: usize = 64;
+
+/// One echo round trip asked of the I/O task.
+struct Request {
+    payload: Vec<u8>,
+    /// A probe is not application traffic: it is not counted as a request.
+    probe: bool,
+    reply: oneshot::Sender<Result<Duration, Error>>,
+}
+
+/// What the connection, its I/O task and its clients share.
+struct Shared {
+    endpoint: Endpoint,
+    /// Set by [`Connection::bind_traffic`], before the first request can arrive.
+    traffic: OnceLock<Traffic>,
+    /// Why the connection ended; `None` while it is up.
+    reason: watch::Sender<Option<DisconnectReason>>,
+}
+
+impl Shared {
+    fn end(&self, reason: DisconnectReason) {
+        self.reason.send_if_modified(|r| {
+            if r.is_none() {
+                *r = Some(reason);
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+/// The I/O handle of a [`TcpEchoConnection`]: echoes payloads over that connection from
+/// any task. Cheap to clone. Once the connection is gone every call fails with
+/// [`Error::Closed`] (or the socket's error), at once.
+#[derive(Clone)]
+pub struct EchoClient {
+    tx: mpsc::Sender<Request>,
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for EchoClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EchoClient")
+            .field("endpoint", &self.shared.endpoint)
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+impl EchoClient {
+    /// Sends `payload` and waits until the same bytes came back; returns the round trip.
+    /// Concurrent calls are served one after another, in order.
+    pub async fn echo(&self, payload: &[u8]) -> Result<Duration, Error> {
+        self.request(payload, false).await
+    }
+
+    /// Whether the connection behind this handle is gone.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed() || self.shared.reason.borrow().is_some()
+    }
+
+    /// Where the connection goes.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.shared.endpoint
+    }
+
+    async fn request(&self, payload: &[u8], probe: bool) -> Result<Duration, Error> {
+        let closed = || Error::Closed {
+            endpoint: self.shared.endpoint.clone(),
+        };
+        let (reply, rx) = oneshot::channel();
+        let request = Request {
+            payload: payload.to_vec(),
+            probe,
+            reply,
+        };
+        self.tx.send(request).await.map_err(|_| closed())?;
+        // The task drops the request unanswered when the connection goes away first.
+        rx.await.unwrap_or_else(|_| Err(closed()))
+    }
+}
+
 /// One connection of a [`TcpEchoTransport`].
-#[derive(Debug)]
+///
+/// Dropping it stops its I/O task at once; [`close`](Connection::close) shuts the socket
+/// down first.
 pub struct TcpEchoConnection {
     id: ConnectionId,
-    endpoint: Endpoint,
-    stream: BufReader<TcpStream>,
-    state: ConnectionState,
+    shared: Arc<Shared>,
+    client: EchoClient,
+    reason: watch::Receiver<Option<DisconnectReason>>,
+    task: JoinHandle<()>,
+    local_addr: Option<SocketAddr>,
     hang_on_close: bool,
 }
 
+impl fmt::Debug for TcpEchoConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpEchoConnection")
+            .field("id", &self.id)
+            .field("endpoint", &self.shared.endpoint)
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for TcpEchoConnection {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 impl TcpEchoConnection {
-    /// Sends `payload` and waits until the same number of bytes came back; returns the
-    /// round trip. The echoed bytes must equal the payload.
-    pub async fn echo(&mut self, payload: &[u8]) -> Result<Duration, Error> {
-        let started = Instant::now();
-        let result = self.echo_inner(payload).await;
-        if result.is_err() {
-            self.state = ConnectionState::Failed;
+    fn start(endpoint: Endpoint, stream: BufReader<TcpStream>, hang_on_close: bool) -> Self {
+        let local_addr = stream.get_ref().local_addr().ok();
+        let (reason, reason_rx) = watch::channel(None);
+        let shared = Arc::new(Shared {
+            endpoint,
+            traffic: OnceLock::new(),
+            reason,
+        });
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let task = tokio::spawn(io_task(stream, rx, shared.clone()));
+        Self {
+            id: ConnectionId::next(),
+            client: EchoClient {
+                tx,
+                shared: shared.clone(),
+            },
+            shared,
+            reason: reason_rx,
+            task,
+            local_addr,
+            hang_on_close,
         }
-        result.map(|()| started.elapsed())
     }
 
-    async fn echo_inner(&mut self, payload: &[u8]) -> Result<(), Error> {
-        let io = |e| Error::io(&self.endpoint, e);
-        self.stream.get_mut().write_all(payload).await.map_err(io)?;
-        let mut back = vec![0; payload.len()];
-        self.stream.read_exact(&mut back).await.map_err(io)?;
-        if back != payload {
-            return Err(Error::Protocol {
-                endpoint: self.endpoint.clone(),
-                source: "echo did not match what was sent".into(),
-            });
-        }
-        Ok(())
+    /// Sends `payload` and waits until the same bytes came back; returns the round
+    /// trip. The same as [`EchoClient::echo`] on [`io`](Connection::io).
+    pub async fn echo(&mut self, payload: &[u8]) -> Result<Duration, Error> {
+        self.client.echo(payload).await
     }
 
     /// The local address of the socket.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.stream.get_ref().local_addr()
+        self.local_addr
+            .ok_or_else(|| std::io::ErrorKind::NotConnected.into())
+    }
+}
+
+/// Owns the socket: serves requests one at a time and, between them, reads to notice
+/// the peer closing. Ends on a socket error, EOF, or when the connection is dropped.
+async fn io_task(
+    mut stream: BufReader<TcpStream>,
+    mut requests: mpsc::Receiver<Request>,
+    shared: Arc<Shared>,
+) {
+    let mut idle = [0u8; 256];
+    loop {
+        tokio::select! {
+            request = requests.recv() => {
+                let Some(mut request) = request else {
+                    // The connection and every client are gone.
+                    return;
+                };
+                let started = Instant::now();
+                let result = tokio::select! {
+                    result = round_trip(&mut stream, &request.payload, &shared.endpoint) => result,
+                    // The caller gave up (a probe timed out): abandon the round trip, as a
+                    // dropped future would. A late echo is discarded while idle, or makes
+                    // the next round trip fail its comparison.
+                    () = request.reply.closed() => continue,
+                };
+                let traffic = shared.traffic.get();
+                match &result {
+                    Ok(()) => {
+                        if let Some(t) = traffic {
+                            let n = request.payload.len() as u64;
+                            t.sent(1, n);
+                            t.received(1, n);
+                            if !request.probe {
+                                t.request(started.elapsed());
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        if let Some(t) = traffic && !request.probe {
+                            t.failure(error);
+                        }
+                    }
+                }
+                let failed = result.as_ref().err().map(|e| clone_error(e, &shared.endpoint));
+                let _ = request.reply.send(result.map(|()| started.elapsed()));
+                if let Some(error) = failed {
+                    shared.end(DisconnectReason::Error(Arc::new(error)));
+                    return;
+                }
+            }
+            // Cancel-safe: a read either completes (and its bytes, stray echoes, are
+            // discarded) or is dropped before taking anything from the socket.
+            read = stream.read(&mut idle) => match read {
+                Ok(0) => {
+                    shared.end(DisconnectReason::PeerClosed);
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    shared.end(DisconnectReason::Error(Arc::new(Error::io(&shared.endpoint, e))));
+                    return;
+                }
+            },
+        }
+    }
+}
+
+async fn round_trip(
+    stream: &mut BufReader<TcpStream>,
+    payload: &[u8],
+    endpoint: &Endpoint,
+) -> Result<(), Error> {
+    let io = |e| Error::io(endpoint, e);
+    stream.get_mut().write_all(payload).await.map_err(io)?;
+    let mut back = vec![0; payload.len()];
+    stream.read_exact(&mut back).await.map_err(io)?;
+    if back != payload {
+        return Err(Error::Protocol {
+            endpoint: endpoint.clone(),
+            source: "echo did not match what was sent".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The error a failed request ends the connection with. Core's `Error` is not `Clone`
+/// (it holds `io::Error`s), so the socket error is carried over by kind and message.
+fn clone_error(error: &Error, endpoint: &Endpoint) -> Error {
+    match error {
+        Error::Io { source, .. } => Error::io(
+            endpoint,
+            std::io::Error::new(source.kind(), source.to_string()),
+        ),
+        other => Error::Protocol {
+            endpoint: endpoint.clone(),
+            source: other.to_string().into(),
+        },
     }
 }
 
 impl Connection for TcpEchoConnection {
+    type Io = EchoClient;
+
+    fn io(&self) -> EchoClient {
+        self.client.clone()
+    }
+
+    fn bind_traffic(&mut self, traffic: Traffic) {
+        let _ = self.shared.traffic.set(traffic);
+    }
+
     fn id(&self) -> ConnectionId {
         self.id
     }
 
     fn state(&self) -> ConnectionState {
-        self.state
+        match &*self.reason.borrow() {
+            None => ConnectionState::Connected,
+            Some(DisconnectReason::Error(_)) => ConnectionState::Failed,
+            Some(_) => ConnectionState::Closed,
+        }
     }
 
     async fn probe(&mut self) -> Result<Duration, Error> {
-        self.echo(PING).await
+        self.client.request(PING, true).await
     }
 
     async fn closed(&mut self) -> DisconnectReason {
-        // Cancel-safe: a read either completes (and its bytes, stray echoes, are
-        // discarded) or is dropped before taking anything from the socket.
-        let mut buf = [0u8; 256];
-        loop {
-            match self.stream.read(&mut buf).await {
-                Ok(0) => {
-                    self.state = ConnectionState::Closed;
-                    return DisconnectReason::PeerClosed;
-                }
-                Ok(_) => continue,
-                Err(e) => {
-                    self.state = ConnectionState::Failed;
-                    return DisconnectReason::Error(Arc::new(Error::io(&self.endpoint, e)));
-                }
-            }
+        match self.reason.wait_for(Option::is_some).await {
+            Ok(r) => r.clone().unwrap_or(DisconnectReason::PeerClosed),
+            Err(_) => DisconnectReason::PeerClosed,
         }
     }
 
@@ -218,11 +435,10 @@ impl Connection for TcpEchoConnection {
         if self.hang_on_close {
             std::future::pending::<()>().await;
         }
-        if self.state == ConnectionState::Connected {
-            self.state = ConnectionState::Closed;
-            // A peer that already went away makes shutdown fail; closing is best effort.
-            let _ = self.stream.get_mut().shutdown().await;
-        }
+        // Dropping the socket closes it (FIN); a peer that already went away makes no
+        // difference, closing is best effort.
+        self.task.abort();
+        self.shared.end(DisconnectReason::Shutdown);
         Ok(())
     }
 }

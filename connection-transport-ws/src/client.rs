@@ -12,7 +12,8 @@ use std::time::Duration;
 use connection_core::metrics::ConnectionMetrics;
 use connection_core::{
     Backoff, BoxError, ConfigError, ConnectionState, Endpoint, Error, EventBus, EventFilter,
-    EventStream, MetricsSnapshot, ShutdownOutcome, Supervisor, SupervisorHandle,
+    EventStream, MetricsSnapshot, ShutdownOutcome, Supervise, Supervised, Supervisor,
+    SupervisorHandle,
 };
 use connection_retry::backoff::{BackoffStrategy, Jitter};
 use futures::{Stream, StreamExt};
@@ -149,12 +150,22 @@ impl WsClientBuilder {
         let (tx, outbox) = Outbox::new(config.queue_capacity);
         let (in_tx, inbound) = mpsc::channel(config.inbound_buffer);
         let metrics = Arc::new(ConnectionMetrics::new());
+        let closed = Arc::new(AtomicBool::new(false));
+        let sender = WsSender::new(
+            tx,
+            outbox.clone(),
+            config.endpoint.clone(),
+            config.when_full,
+            config.queue_capacity,
+            closed.clone(),
+        );
         let transport = WsTransport::new(config.clone())
             .with_hook(self.hook)
             .wired(Wiring {
-                outbox: outbox.clone(),
+                outbox,
                 inbound: in_tx,
                 metrics: metrics.clone(),
+                sender: sender.clone(),
             });
         let bus = self
             .events
@@ -170,22 +181,15 @@ impl WsClientBuilder {
         if let Some(name) = self.name {
             supervisor = supervisor.name(name);
         }
-        let handle = supervisor.spawn().map_err(|e| match e {
+        let supervised = supervisor.spawn().map_err(|e| match e {
             Error::Config(c) => WsError::Config(c),
             other => WsError::Config(ConfigError::new("runtime", other.to_string())),
         })?;
-        let closed = Arc::new(AtomicBool::new(false));
-        let sender = WsSender::new(
-            tx,
-            outbox,
-            config.endpoint.clone(),
-            config.when_full,
-            config.queue_capacity,
-            closed.clone(),
-        );
+        let handle = supervised.handle().clone();
         let states = WatchStream::new(handle.watch_state());
         Ok(WsClient {
             handle,
+            supervised,
             sender,
             inbound,
             states,
@@ -223,6 +227,7 @@ impl WsClientBuilder {
 /// ```
 pub struct WsClient {
     handle: SupervisorHandle,
+    supervised: Supervised<WsSender>,
     sender: WsSender,
     inbound: mpsc::Receiver<Message>,
     states: WatchStream<ConnectionState>,
@@ -369,8 +374,15 @@ impl WsClient {
         self.handle.metrics()
     }
 
-    /// The supervisor handle, e.g. for a `ConnectionManager`, or to
-    /// [`restart`](SupervisorHandle::restart) a failed client.
+    /// The supervised connection: the untyped handle plus a link to the current
+    /// connection's sender. The same as [`Supervise::supervised`], which is how a
+    /// `ConnectionManager` attaches the client.
+    pub fn supervised(&self) -> &Supervised<WsSender> {
+        &self.supervised
+    }
+
+    /// The supervisor handle, or to [`restart`](SupervisorHandle::restart) a failed
+    /// client.
     pub fn handle(&self) -> &SupervisorHandle {
         &self.handle
     }
@@ -397,6 +409,14 @@ impl WsClient {
         }
         let left = deadline.saturating_sub(started.elapsed());
         self.handle.shutdown(left).await
+    }
+}
+
+impl Supervise for WsClient {
+    type Io = WsSender;
+
+    fn supervised(&self) -> Supervised<WsSender> {
+        self.supervised.clone()
     }
 }
 

@@ -283,8 +283,11 @@ pub(crate) struct IoParts {
     pub(crate) close_codes: CloseCodePolicy,
     pub(crate) close_timeout: Duration,
     pub(crate) subprotocol: Option<Arc<str>>,
-    /// Set for a standalone connection, which owns its queue and inbound channel.
-    pub(crate) own: Option<(WsSender, mpsc::Receiver<Message>)>,
+    /// The sender of the queue the writer drains: the client's (it outlives connections)
+    /// or, for a standalone connection, its own.
+    pub(crate) sender: WsSender,
+    /// Set for a standalone connection, which owns its inbound channel.
+    pub(crate) own_inbound: Option<mpsc::Receiver<Message>>,
 }
 
 /// Starts the I/O task of an established WebSocket and returns its connection handle.
@@ -305,7 +308,7 @@ pub(crate) fn spawn_io(ws: Ws, parts: IoParts) -> WsConnection {
     // Two tasks, so reading and writing (masking, TLS) use two cores when there are.
     let reader = tokio::spawn(reader_task(stream, shared.clone(), parts.inbound));
     let writer = tokio::spawn(writer_task(sink, shared.clone(), parts.outbox, control_rx));
-    let (sender, inbound) = parts.own.map_or((None, None), |(s, r)| (Some(s), Some(r)));
+    let (sender, inbound) = (parts.sender, parts.own_inbound);
     WsConnection {
         id: ConnectionId::next(),
         shared,
@@ -546,7 +549,7 @@ pub struct WsConnection {
     writer: Option<JoinHandle<()>>,
     reason: watch::Receiver<Option<DisconnectReason>>,
     subprotocol: Option<Arc<str>>,
-    sender: Option<WsSender>,
+    sender: WsSender,
     inbound: Option<mpsc::Receiver<Message>>,
     ping_seq: AtomicU64,
 }
@@ -595,20 +598,16 @@ impl WsConnection {
         &self.shared.metrics
     }
 
-    /// A sender for this connection's own queue. `None` for connections made by a
-    /// [`WsClient`](crate::WsClient), which sends through its own queue.
-    pub fn sender(&self) -> Option<&WsSender> {
-        self.sender.as_ref()
+    /// The sender of the queue this connection's writer drains: its own for a
+    /// standalone connection, the client's (which outlives connections) for a connection
+    /// made by a [`WsClient`](crate::WsClient). The same as [`io`](Connection::io).
+    pub fn sender(&self) -> &WsSender {
+        &self.sender
     }
 
-    /// Queues a message on a standalone connection (see [`WsSender::send`]).
+    /// Queues a message (see [`WsSender::send`]).
     pub async fn send(&self, msg: Message) -> Result<(), WsError> {
-        match &self.sender {
-            Some(s) => s.send(msg).await,
-            None => Err(WsError::Shutdown {
-                endpoint: self.shared.endpoint.clone(),
-            }),
-        }
+        self.sender.send(msg).await
     }
 
     /// Queues a text message on a standalone connection.
@@ -632,6 +631,15 @@ impl WsConnection {
 }
 
 impl Connection for WsConnection {
+    /// The sender of the queue this connection's writer drains. Through a
+    /// [`WsClient`](crate::WsClient) it is the client's sender, whose queue waits through
+    /// reconnects; receiving stays on the client's stream.
+    type Io = WsSender;
+
+    fn io(&self) -> WsSender {
+        self.sender.clone()
+    }
+
     fn id(&self) -> ConnectionId {
         self.id
     }

@@ -25,6 +25,7 @@ pub(crate) struct Wiring {
     pub(crate) outbox: Arc<Outbox>,
     pub(crate) inbound: mpsc::Sender<Message>,
     pub(crate) metrics: Arc<ConnectionMetrics>,
+    pub(crate) sender: WsSender,
 }
 
 /// Opens WebSocket connections to one endpoint: TCP, then TLS for `wss://`, then the
@@ -162,8 +163,8 @@ impl WsTransport {
             None => ws,
         };
 
-        let (outbox, inbound, own) = match &self.wiring {
-            Some(w) => (w.outbox.clone(), w.inbound.clone(), None),
+        let (outbox, inbound, sender, own_inbound) = match &self.wiring {
+            Some(w) => (w.outbox.clone(), w.inbound.clone(), w.sender.clone(), None),
             None => {
                 let (tx, outbox) = Outbox::new(config.queue_capacity);
                 let (in_tx, in_rx) = mpsc::channel(config.inbound_buffer);
@@ -175,7 +176,7 @@ impl WsTransport {
                     config.queue_capacity,
                     Arc::new(AtomicBool::new(false)),
                 );
-                (outbox, in_tx, Some((sender, in_rx)))
+                (outbox, in_tx, sender, Some(in_rx))
             }
         };
         if self.wiring.is_none() {
@@ -192,7 +193,8 @@ impl WsTransport {
                 close_codes: config.close_codes.clone(),
                 close_timeout: config.close_timeout,
                 subprotocol,
-                own,
+                sender,
+                own_inbound,
             },
         ))
     }

@@ -24,7 +24,7 @@ async fn pings_feed_latency_metrics() {
     client.wait_connected().await.unwrap();
     tokio::time::sleep(Duration::from_millis(3500)).await;
     let m = client.metrics();
-    assert!(m.latency.count >= 3, "{m:?}");
+    assert!(m.probe_rtt.count >= 3, "{m:?}");
     assert_eq!(m.reconnects, 0);
     // On-demand probe through the supervisor handle.
     client.handle().probe().await.unwrap();

@@ -309,13 +309,13 @@ async fn heartbeat_pings_reach_the_server() {
     .await;
     // Wait for a few keepalive round trips to land in the metrics.
     timeout(LIMIT, async {
-        while client.metrics().latency.count < 3 {
+        while client.metrics().probe_rtt.count < 3 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await
     .expect("three heartbeat round trips");
-    let latency = client.metrics().latency;
+    let latency = client.metrics().probe_rtt;
     assert!(latency.mean > Duration::ZERO, "{latency:?}");
     assert_eq!(client.state(), ConnectionState::Connected);
     while let Some(Some(event)) = events.next().now_or_never() {

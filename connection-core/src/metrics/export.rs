@@ -4,7 +4,7 @@ use std::fmt::{self, Write as _};
 
 use serde::Serialize;
 
-use super::MetricsSnapshot;
+use super::{LatencySnapshot, MetricsSnapshot};
 
 /// A sample value: counters stay integers so large ones print exactly.
 enum Value {
@@ -97,15 +97,40 @@ const FAMILIES: &[Family] = &[
     },
 ];
 
-const LATENCY: &str = "connection_latency_seconds";
-const LATENCY_HELP: &str =
-    "Round-trip latency. Quantiles are histogram bucket upper bounds, at most 6.25% high.";
-const LATENCY_MAX: Family = Family {
-    name: "connection_latency_max_seconds",
-    help: "Largest round-trip latency recorded.",
-    kind: "gauge",
-    value: |s| Value::Float(s.latency.max.as_secs_f64()),
-};
+/// A latency summary family: quantiles, sum and count, plus a max gauge.
+struct Summary {
+    name: &'static str,
+    help: &'static str,
+    of: fn(&MetricsSnapshot) -> &LatencySnapshot,
+    max: Family,
+}
+
+/// Probe round trips and request latency are separate families: a fast ping says
+/// nothing of how slow real requests are, and mixing them hides both.
+const SUMMARIES: &[Summary] = &[
+    Summary {
+        name: "connection_probe_rtt_seconds",
+        help: "Probe round trips. Quantiles are histogram bucket upper bounds, at most 6.25% high.",
+        of: |s| &s.probe_rtt,
+        max: Family {
+            name: "connection_probe_rtt_max_seconds",
+            help: "Largest probe round trip recorded.",
+            kind: "gauge",
+            value: |s| Value::Float(s.probe_rtt.max.as_secs_f64()),
+        },
+    },
+    Summary {
+        name: "connection_request_latency_seconds",
+        help: "Latency of requests made on the connection. Quantiles are histogram bucket upper bounds, at most 6.25% high.",
+        of: |s| &s.request_latency,
+        max: Family {
+            name: "connection_request_latency_max_seconds",
+            help: "Largest request latency recorded.",
+            kind: "gauge",
+            value: |s| Value::Float(s.request_latency.max.as_secs_f64()),
+        },
+    },
+];
 
 /// Renders snapshots of named connections in the Prometheus text exposition format 0.0.4.
 ///
@@ -119,8 +144,8 @@ const LATENCY_MAX: Family = Family {
 /// | `connection_connected_seconds_total` | counter |
 /// | `connection_{bytes,messages}_{in,out}_total` | counter |
 /// | `connection_{requests,errors,reconnects}_total` | counter |
-/// | `connection_latency_seconds` (`quantile="0.5"`, `"0.99"`, `_sum`, `_count`) | summary |
-/// | `connection_latency_max_seconds` | gauge |
+/// | `connection_probe_rtt_seconds`, `connection_request_latency_seconds` (`quantile="0.5"`, `"0.99"`, `_sum`, `_count`) | summary |
+/// | `connection_probe_rtt_max_seconds`, `connection_request_latency_max_seconds` | gauge |
 ///
 /// Quantiles of a connection that recorded no latency are `NaN`, as Prometheus' own
 /// clients report them, rather than a misleading 0. Names should be unique: duplicates
@@ -133,7 +158,7 @@ const LATENCY_MAX: Family = Family {
 /// let db = ConnectionMetrics::new();
 /// db.mark_connected();
 /// db.add_bytes_in(1024);
-/// db.record_latency(Duration::from_millis(2));
+/// db.record_request(Duration::from_millis(2));
 /// let cache = ConnectionMetrics::new();
 ///
 /// let (db, cache) = (db.snapshot(), cache.snapshot());
@@ -141,7 +166,8 @@ const LATENCY_MAX: Family = Family {
 /// assert!(text.contains("# TYPE connection_bytes_in_total counter\n"));
 /// assert!(text.contains("connection_bytes_in_total{connection=\"db\"} 1024\n"));
 /// assert!(text.contains("connection_up{connection=\"cache\"} 0\n"));
-/// assert!(text.contains("connection_latency_seconds_count{connection=\"db\"} 1\n"));
+/// assert!(text.contains("connection_request_latency_seconds_count{connection=\"db\"} 1\n"));
+/// assert!(text.contains("connection_probe_rtt_seconds_count{connection=\"db\"} 0\n"));
 /// ```
 pub fn to_prometheus<'a>(
     snapshots: impl IntoIterator<Item = (&'a str, &'a MetricsSnapshot)>,
@@ -163,10 +189,27 @@ fn write_prometheus(out: &mut String, rows: &[(String, &MetricsSnapshot)]) -> fm
     for family in FAMILIES {
         write_family(out, family, rows)?;
     }
-    writeln!(out, "# HELP {LATENCY} {LATENCY_HELP}")?;
-    writeln!(out, "# TYPE {LATENCY} summary")?;
+    for summary in SUMMARIES {
+        write_summary(out, summary, rows)?;
+    }
+    Ok(())
+}
+
+fn write_summary(
+    out: &mut String,
+    summary: &Summary,
+    rows: &[(String, &MetricsSnapshot)],
+) -> fmt::Result {
+    let Summary {
+        name: family,
+        help,
+        of,
+        max,
+    } = summary;
+    writeln!(out, "# HELP {family} {help}")?;
+    writeln!(out, "# TYPE {family} summary")?;
     for (name, s) in rows {
-        let l = &s.latency;
+        let l = of(s);
         // A summary with no observations has no quantiles; NaN says so, 0 would lie.
         let (p50, p99) = if l.count == 0 {
             (f64::NAN, f64::NAN)
@@ -176,26 +219,26 @@ fn write_prometheus(out: &mut String, rows: &[(String, &MetricsSnapshot)]) -> fm
         let sum = l.mean.as_secs_f64() * l.count as f64;
         writeln!(
             out,
-            "{LATENCY}{{connection=\"{name}\",quantile=\"0.5\"}} {}",
+            "{family}{{connection=\"{name}\",quantile=\"0.5\"}} {}",
             Value::Float(p50)
         )?;
         writeln!(
             out,
-            "{LATENCY}{{connection=\"{name}\",quantile=\"0.99\"}} {}",
+            "{family}{{connection=\"{name}\",quantile=\"0.99\"}} {}",
             Value::Float(p99)
         )?;
         writeln!(
             out,
-            "{LATENCY}_sum{{connection=\"{name}\"}} {}",
+            "{family}_sum{{connection=\"{name}\"}} {}",
             Value::Float(sum)
         )?;
         writeln!(
             out,
-            "{LATENCY}_count{{connection=\"{name}\"}} {}",
+            "{family}_count{{connection=\"{name}\"}} {}",
             Value::Int(l.count)
         )?;
     }
-    write_family(out, &LATENCY_MAX, rows)
+    write_family(out, max, rows)
 }
 
 fn write_family(
@@ -286,7 +329,7 @@ mod tests {
         a.inc_errors();
         a.inc_reconnects();
         for ms in 1..=100 {
-            a.record_latency(Duration::from_millis(ms));
+            a.record_probe_rtt(Duration::from_millis(ms));
         }
         let b = ConnectionMetrics::new();
         b.add_bytes_in(u64::MAX);
@@ -387,9 +430,17 @@ mod tests {
                 *samples_per_family.entry(family.clone()).or_default() += 1;
             }
         }
-        assert_eq!(families_seen.len(), FAMILIES.len() + 2);
+        assert_eq!(families_seen.len(), FAMILIES.len() + 4);
         for (family, n) in samples_per_family {
-            let expected = if family == LATENCY { 8 } else { 2 };
+            let expected = if family.ends_with("_seconds")
+                && !family.contains("max")
+                && !family.contains("uptime")
+                && !family.contains("connected")
+            {
+                8
+            } else {
+                2
+            };
             assert_eq!(n, expected, "{family}");
         }
     }
@@ -401,7 +452,7 @@ mod tests {
         // The escaped newline must not split a sample over two lines.
         assert_eq!(
             text.lines().filter(|l| l.contains("line2")).count(),
-            10 + 4 + 1
+            10 + 2 * (4 + 1)
         );
 
         let scrape =
@@ -441,8 +492,8 @@ mod tests {
             ("connection_requests_total", 2.0),
             ("connection_errors_total", 1.0),
             ("connection_reconnects_total", 1.0),
-            ("connection_latency_seconds_count", 100.0),
-            ("connection_latency_max_seconds", 0.1),
+            ("connection_probe_rtt_seconds_count", 100.0),
+            ("connection_probe_rtt_max_seconds", 0.1),
         ];
         for (metric, expected) in expected_a {
             assert_eq!(value(metric, QUOTED), expected, "{metric}");
@@ -454,20 +505,23 @@ mod tests {
             ("connection_bytes_out_total", 7.0),
             ("connection_errors_total", 3.0),
             ("connection_requests_total", 0.0),
-            ("connection_latency_seconds_count", 0.0),
-            ("connection_latency_seconds_sum", 0.0),
-            ("connection_latency_max_seconds", 0.0),
+            ("connection_probe_rtt_seconds_count", 0.0),
+            ("connection_probe_rtt_seconds_sum", 0.0),
+            ("connection_probe_rtt_max_seconds", 0.0),
         ];
         for (metric, expected) in expected_b {
             assert_eq!(value(metric, MULTILINE), expected, "{metric}");
         }
         // Sum of 1..=100 ms.
-        let sum = value("connection_latency_seconds_sum", QUOTED);
+        let sum = value("connection_probe_rtt_seconds_sum", QUOTED);
         assert!((sum - 5.05).abs() < 1e-9, "{sum}");
         assert!(value("connection_uptime_seconds", QUOTED) >= 0.0);
 
         let quantiles = |connection: &str| -> Vec<(f64, f64)> {
-            match &values[&(LATENCY.to_owned(), connection.to_owned())] {
+            match &values[&(
+                "connection_probe_rtt_seconds".to_owned(),
+                connection.to_owned(),
+            )] {
                 prometheus_parse::Value::Summary(qs) => {
                     qs.iter().map(|q| (q.quantile, q.count)).collect()
                 }
@@ -476,15 +530,15 @@ mod tests {
         };
         let qa = quantiles(QUOTED);
         assert_eq!(qa.len(), 2);
-        assert_eq!(qa[0], (0.5, a.latency.p50.as_secs_f64()));
-        assert_eq!(qa[1], (0.99, a.latency.p99.as_secs_f64()));
+        assert_eq!(qa[0], (0.5, a.probe_rtt.p50.as_secs_f64()));
+        assert_eq!(qa[1], (0.99, a.probe_rtt.p99.as_secs_f64()));
         assert!(qa[0].1 >= 0.050 && qa[0].1 <= 0.050 * 1.0625, "{qa:?}");
         assert!(qa[1].1 >= 0.099 && qa[1].1 <= 0.1, "{qa:?}");
         let qb = quantiles(MULTILINE);
         assert_eq!(qb.len(), 2);
         assert!(qb.iter().all(|(_, v)| v.is_nan()), "{qb:?}");
 
-        assert_eq!(scrape.docs.len(), FAMILIES.len() + 2);
+        assert_eq!(scrape.docs.len(), FAMILIES.len() + 4);
     }
 
     #[test]
@@ -510,12 +564,12 @@ mod tests {
         assert_eq!(items[1]["bytes_in"], u64::MAX);
         assert_eq!(items[1]["errors"], 3);
         assert_eq!(items[1]["uptime_seconds"], 0.0);
-        assert_eq!(items[0]["latency"]["count"], 100);
-        assert_eq!(items[0]["latency"]["max_seconds"], 0.1);
-        assert_eq!(items[0]["latency"]["mean_seconds"], 0.0505);
+        assert_eq!(items[0]["probe_rtt"]["count"], 100);
+        assert_eq!(items[0]["probe_rtt"]["max_seconds"], 0.1);
+        assert_eq!(items[0]["probe_rtt"]["mean_seconds"], 0.0505);
         assert_eq!(
-            items[0]["latency"]["p99_seconds"],
-            a.latency.p99.as_secs_f64()
+            items[0]["probe_rtt"]["p99_seconds"],
+            a.probe_rtt.p99.as_secs_f64()
         );
         // Each item minus its name deserializes back to the snapshot it came from.
         let mut first = items[0].clone();

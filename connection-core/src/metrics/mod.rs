@@ -1,7 +1,8 @@
 //! Lock-free connection metrics and their export.
 //!
-//! - [`ConnectionMetrics`] holds one connection's counters, its [`LatencyRecorder`] and
-//!   its uptime. Recording never locks and never allocates, so it is safe on any hot path
+//! - [`ConnectionMetrics`] holds one connection's counters, two [`LatencyRecorder`]s
+//!   (probe round trips, and the latency of requests made on the connection: separate,
+//!   because a quick ping says nothing of how slow real requests are) and its uptime. Recording never locks and never allocates, so it is safe on any hot path
 //!   and from any thread; [`ConnectionMetrics::snapshot`] reads everything into a plain
 //!   [`MetricsSnapshot`].
 //! - [`to_prometheus`] renders snapshots of many connections as Prometheus text exposition
@@ -43,14 +44,15 @@ const NOT_CONNECTED: u64 = u64::MAX;
 /// metrics.mark_connected();
 /// metrics.add_bytes_out(512);
 /// metrics.add_messages_out(1);
-/// metrics.inc_requests();
-/// metrics.record_latency(Duration::from_millis(3));
+/// metrics.record_request(Duration::from_millis(3));
+/// metrics.record_probe_rtt(Duration::from_micros(200));
 ///
 /// let snap = metrics.snapshot();
 /// assert!(snap.connected);
 /// assert_eq!((snap.bytes_out, snap.messages_out, snap.requests), (512, 1, 1));
-/// assert_eq!(snap.latency.count, 1);
-/// assert_eq!(snap.latency.max, Duration::from_millis(3));
+/// assert_eq!(snap.request_latency.count, 1);
+/// assert_eq!(snap.request_latency.max, Duration::from_millis(3));
+/// assert_eq!(snap.probe_rtt.count, 1);
 ///
 /// metrics.mark_disconnected();
 /// assert_eq!(metrics.snapshot().uptime, Duration::ZERO);
@@ -63,10 +65,13 @@ pub struct ConnectionMetrics {
     requests: AtomicU64,
     errors: AtomicU64,
     reconnects: AtomicU64,
-    /// Allocated on the first recording: 3.7 KiB is most of what a connection's metrics
-    /// weigh, and many connections (idle ones, ones nobody probes) never record one. A
-    /// manager of 10,000 connections saves 37 MB, and its totals skip them.
-    latency: OnceLock<Box<LatencyRecorder>>,
+    /// Probe round trips. Allocated on the first recording: 3.7 KiB is most of what a
+    /// connection's metrics weigh, and many connections (idle ones, ones nobody probes)
+    /// never record one. A manager of 10,000 connections saves 37 MB, and its totals
+    /// skip them.
+    probe_rtt: OnceLock<Box<LatencyRecorder>>,
+    /// Latency of requests made on the connection; allocated lazily for the same reason.
+    request_latency: OnceLock<Box<LatencyRecorder>>,
     /// Origin of the two clocks below; an `Instant` itself cannot be stored atomically.
     base: Instant,
     /// Nanoseconds from `base` to the last `mark_connected`, or `NOT_CONNECTED`.
@@ -86,7 +91,8 @@ impl ConnectionMetrics {
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
-            latency: OnceLock::new(),
+            probe_rtt: OnceLock::new(),
+            request_latency: OnceLock::new(),
             base: Instant::now(),
             connected_at: AtomicU64::new(NOT_CONNECTED),
             connected_before: AtomicU64::new(0),
@@ -135,23 +141,41 @@ impl ConnectionMetrics {
         self.reconnects.fetch_add(1, Relaxed);
     }
 
-    /// Records one latency (e.g. a probe's round trip) into [`latency`](Self::latency).
+    /// Records one probe round trip into [`probe_rtt`](Self::probe_rtt).
     #[inline]
-    pub fn record_latency(&self, d: Duration) {
-        self.latency().record(d);
+    pub fn record_probe_rtt(&self, d: Duration) {
+        self.probe_rtt().record(d);
     }
 
-    /// The latency histogram, for quantiles other than those in the snapshot. Allocates
-    /// it if nothing was recorded yet; see [`recorded_latency`](Self::recorded_latency)
-    /// to read without allocating.
-    pub fn latency(&self) -> &LatencyRecorder {
-        self.latency.get_or_init(Box::default)
+    /// Counts one request made on the connection and records how long it took into
+    /// [`request_latency`](Self::request_latency).
+    #[inline]
+    pub fn record_request(&self, d: Duration) {
+        self.requests.fetch_add(1, Relaxed);
+        self.request_latency().record(d);
     }
 
-    /// The latency histogram, or `None` if no latency was ever recorded (nor the
+    /// The probe round-trip histogram, for quantiles other than those in the snapshot.
+    /// Allocates it if nothing was recorded yet; see
+    /// [`recorded_probe_rtt`](Self::recorded_probe_rtt) to read without allocating.
+    pub fn probe_rtt(&self) -> &LatencyRecorder {
+        self.probe_rtt.get_or_init(Box::default)
+    }
+
+    /// The probe round-trip histogram, or `None` if none was ever recorded (nor the
     /// histogram asked for): for totals over many connections, which skip those.
-    pub fn recorded_latency(&self) -> Option<&LatencyRecorder> {
-        self.latency.get().map(|b| &**b)
+    pub fn recorded_probe_rtt(&self) -> Option<&LatencyRecorder> {
+        self.probe_rtt.get().map(|b| &**b)
+    }
+
+    /// The request latency histogram; allocates it if nothing was recorded yet.
+    pub fn request_latency(&self) -> &LatencyRecorder {
+        self.request_latency.get_or_init(Box::default)
+    }
+
+    /// The request latency histogram, or `None` if no request was ever recorded.
+    pub fn recorded_request_latency(&self) -> Option<&LatencyRecorder> {
+        self.request_latency.get().map(|b| &**b)
     }
 
     /// Starts a connected session: uptime counts from now. Calling it while already
@@ -191,16 +215,20 @@ impl ConnectionMetrics {
     /// apart; `total_connected` may briefly lag right as a session ends.
     pub fn snapshot(&self) -> MetricsSnapshot {
         MetricsSnapshot {
-            latency: self
-                .recorded_latency()
+            probe_rtt: self
+                .recorded_probe_rtt()
+                .map(LatencyRecorder::snapshot)
+                .unwrap_or_default(),
+            request_latency: self
+                .recorded_request_latency()
                 .map(LatencyRecorder::snapshot)
                 .unwrap_or_default(),
             ..self.snapshot_counters()
         }
     }
 
-    /// Like [`snapshot`](Self::snapshot) but with an empty latency summary, skipping the
-    /// pass over the histogram: for totals over many connections, which merge the
+    /// Like [`snapshot`](Self::snapshot) but with empty latency summaries, skipping the
+    /// passes over the histograms: for totals over many connections, which merge the
     /// histograms themselves with [`LatencyRecorder::merge_from`].
     pub fn snapshot_counters(&self) -> MetricsSnapshot {
         let started = self.connected_at.load(Relaxed);
@@ -217,7 +245,8 @@ impl ConnectionMetrics {
             requests: self.requests.load(Relaxed),
             errors: self.errors.load(Relaxed),
             reconnects: self.reconnects.load(Relaxed),
-            latency: LatencySnapshot::default(),
+            probe_rtt: LatencySnapshot::default(),
+            request_latency: LatencySnapshot::default(),
             connected: started != NOT_CONNECTED,
             uptime,
             total_connected: Duration::from_nanos(self.connected_before.load(Relaxed))
@@ -248,6 +277,7 @@ impl fmt::Debug for ConnectionMetrics {
 /// `{"bytes_in": 0, ..., "reconnects": 0, "latency": {"count": 0, "mean_seconds": 0.0,
 /// ...}, "connected": true, "uptime_seconds": 12.5, "total_connected_seconds": 40.25}`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct MetricsSnapshot {
     /// Bytes received.
     pub bytes_in: u64,
@@ -263,8 +293,10 @@ pub struct MetricsSnapshot {
     pub errors: u64,
     /// Reconnects made.
     pub reconnects: u64,
-    /// Latency summary.
-    pub latency: LatencySnapshot,
+    /// Probe round trips.
+    pub probe_rtt: LatencySnapshot,
+    /// Latency of requests made on the connection.
+    pub request_latency: LatencySnapshot,
     /// Whether the connection is up.
     pub connected: bool,
     /// Time since the connection came up; zero while disconnected.
@@ -298,14 +330,27 @@ mod tests {
     use tokio::time::advance;
 
     #[test]
-    fn latency_histogram_is_allocated_on_first_record() {
+    fn latency_histograms_are_allocated_on_first_record() {
         let m = ConnectionMetrics::new();
-        assert!(m.recorded_latency().is_none());
-        assert_eq!(m.snapshot().latency, LatencySnapshot::default());
-        assert!(m.recorded_latency().is_none(), "reading must not allocate");
-        m.record_latency(Duration::from_millis(2));
-        assert_eq!(m.recorded_latency().map(|l| l.snapshot().count), Some(1));
-        assert_eq!(m.snapshot().latency.count, 1);
+        assert!(m.recorded_probe_rtt().is_none());
+        assert_eq!(m.snapshot().probe_rtt, LatencySnapshot::default());
+        assert!(
+            m.recorded_probe_rtt().is_none(),
+            "reading must not allocate"
+        );
+        assert!(m.recorded_request_latency().is_none());
+        m.record_probe_rtt(Duration::from_millis(2));
+        assert_eq!(m.recorded_probe_rtt().map(|l| l.snapshot().count), Some(1));
+        assert_eq!(m.snapshot().probe_rtt.count, 1);
+        assert!(
+            m.recorded_request_latency().is_none(),
+            "a probe is not a request"
+        );
+        m.record_request(Duration::from_millis(9));
+        let s = m.snapshot();
+        assert_eq!((s.requests, s.request_latency.count), (1, 1));
+        assert_eq!(s.request_latency.max, Duration::from_millis(9));
+        assert_eq!(s.probe_rtt.max, Duration::from_millis(2));
     }
 
     #[test]
@@ -322,15 +367,15 @@ mod tests {
         m.inc_reconnects();
         m.inc_reconnects();
         m.inc_reconnects();
-        m.record_latency(Duration::from_millis(4));
+        m.record_probe_rtt(Duration::from_millis(4));
         let s = m.snapshot();
         assert_eq!(
             (s.bytes_in, s.bytes_out, s.messages_in, s.messages_out),
             (15, 7, 2, 3)
         );
         assert_eq!((s.requests, s.errors, s.reconnects), (2, 1, 3));
-        assert_eq!(s.latency.count, 1);
-        assert_eq!(m.latency().snapshot(), s.latency);
+        assert_eq!(s.probe_rtt.count, 1);
+        assert_eq!(m.probe_rtt().snapshot(), s.probe_rtt);
         assert!(!s.connected);
         assert_eq!(s.uptime, Duration::ZERO);
     }
@@ -344,8 +389,7 @@ mod tests {
                 std::thread::spawn(move || {
                     for _ in 0..10_000 {
                         m.add_bytes_in(3);
-                        m.inc_requests();
-                        m.record_latency(Duration::from_micros(100));
+                        m.record_request(Duration::from_micros(100));
                     }
                 })
             })
@@ -355,7 +399,7 @@ mod tests {
         }
         let s = m.snapshot();
         assert_eq!(
-            (s.bytes_in, s.requests, s.latency.count),
+            (s.bytes_in, s.requests, s.request_latency.count),
             (120_000, 40_000, 40_000)
         );
     }
@@ -409,7 +453,8 @@ mod tests {
         assert_eq!(v["connected"], true);
         assert_eq!(v["uptime_seconds"], 1.5);
         assert_eq!(v["total_connected_seconds"], 1.5);
-        assert_eq!(v["latency"]["count"], 0);
+        assert_eq!(v["probe_rtt"]["count"], 0);
+        assert_eq!(v["request_latency"]["count"], 0);
         let back: MetricsSnapshot = serde_json::from_value(v).unwrap();
         assert_eq!(back, s);
     }

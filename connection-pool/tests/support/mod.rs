@@ -78,6 +78,10 @@ impl Transport for Mem {
 }
 
 impl Connection for MemConn {
+    type Io = ();
+
+    fn io(&self) {}
+
     fn id(&self) -> ConnectionId {
         self.id
     }

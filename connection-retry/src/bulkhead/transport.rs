@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use connection_core::{
-    Connection, ConnectionId, ConnectionState, DisconnectReason, Endpoint, Error, Transport,
+    Connection, ConnectionId, ConnectionState, DisconnectReason, Endpoint, Error, Traffic,
+    Transport,
 };
 
 use super::{Bulkhead, BulkheadPermit};
@@ -65,6 +66,16 @@ impl<C> Limited<C> {
 }
 
 impl<C: Connection> Connection for Limited<C> {
+    type Io = C::Io;
+
+    fn io(&self) -> C::Io {
+        self.conn.io()
+    }
+
+    fn bind_traffic(&mut self, traffic: Traffic) {
+        self.conn.bind_traffic(traffic);
+    }
+
     fn id(&self) -> ConnectionId {
         self.conn.id()
     }

@@ -192,10 +192,10 @@ fn print_table(rows: &[(String, MetricsSnapshot)]) {
             s.connected,
             s.reconnects,
             s.errors,
-            s.latency.count,
-            s.latency.mean,
-            s.latency.p99,
-            s.latency.max
+            s.probe_rtt.count,
+            s.probe_rtt.mean,
+            s.probe_rtt.p99,
+            s.probe_rtt.max
         );
     }
 }

@@ -184,9 +184,9 @@ pub(crate) async fn run() -> Result<(), DemoError> {
         m.bytes_in,
         m.bytes_out,
         m.reconnects,
-        m.latency.count,
-        m.latency.mean,
-        m.latency.p99
+        m.probe_rtt.count,
+        m.probe_rtt.mean,
+        m.probe_rtt.p99
     );
     let hooks = connects.load(Ordering::Relaxed);
     if m.reconnects == 0 || hooks < 2 {
