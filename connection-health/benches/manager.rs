@@ -7,6 +7,10 @@
 //!   from that moment to the group's primary switching to `standby` (its watch). Then the
 //!   primary reconnects and auto-recovery makes it primary again (not timed), and the next
 //!   trial starts. Median and p99 of 200 trials, in milliseconds.
+//! - `failover_traffic_switch` / `failover_traffic_failed`: the same group carrying one
+//!   idempotent request per millisecond (`GroupLink::run_idempotent`) through 100 more
+//!   resets of the primary: median time from the reset to the first request completed on
+//!   the standby (ms), and how many requests failed (count; goal 0).
 //! - At 10,000 connections to an echo server in another process (this binary re-executed,
 //!   so its sockets and buffers are not in our RSS):
 //!   - `manager_memory_per_connection`: RSS after `connect_all` minus RSS before the
@@ -28,10 +32,11 @@
 mod support;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use connection_health::{ConnectionManager, ConnectionOptions, HealthCheck, HealthStatus};
-use connection_testkit::{FaultProxy, TcpEchoServer, TcpEchoTransport};
+use connection_testkit::{EchoClient, FaultProxy, TcpEchoServer, TcpEchoTransport};
 use support::{
     ServerProcess, cpu_seconds, median, percentile, raise_fd_limit, report, report_vs, rss_bytes,
     tokio_connect_all,
@@ -44,6 +49,8 @@ const N: usize = 10_000;
 const LIMIT: usize = 256;
 /// Failover trials.
 const TRIALS: usize = 200;
+/// Failover trials with traffic.
+const TRAFFIC_TRIALS: usize = 100;
 /// Bound on one failover, and on one recovery between trials.
 const SWITCH_BOUND: Duration = Duration::from_secs(2);
 /// Connect rounds of each side.
@@ -190,8 +197,121 @@ async fn failover() -> Result<(), BoxError> {
     );
     report("failover_passive", "ms", med);
     report("failover_passive_p99", "ms", p99);
+
+    failover_traffic(&group, &proxy, standby_server.addr()).await?;
     drop(group);
     manager.shutdown(Duration::from_secs(2)).await;
+    Ok(())
+}
+
+/// `failover_traffic_switch` and `failover_traffic_failed`: the same group carries one
+/// idempotent echo request per millisecond through [`GroupLink::run_idempotent`] while
+/// the primary's connection is reset `TRAFFIC_TRIALS` times. Switch time is from the
+/// reset to the first request completed on the standby; every failed request counts.
+async fn failover_traffic(
+    group: &connection_health::FailoverGroup,
+    proxy: &FaultProxy,
+    standby: std::net::SocketAddr,
+) -> Result<(), BoxError> {
+    let api = group.link::<EchoClient>()?;
+    let standby_port = standby.port();
+    let failed = Arc::new(AtomicU64::new(0));
+    let ok = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    // Completions on the standby, as the instant they completed.
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let load = {
+        let (failed, ok, stop) = (failed.clone(), ok.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Bounded by the stop flag and by a count well above what the trials need.
+            for _ in 0..2_000_000u64 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                tick.tick().await;
+                let result = api
+                    .run_idempotent(|c| async move {
+                        c.echo(b"GET /status\n").await?;
+                        Ok(c.endpoint().port() == standby_port)
+                    })
+                    .await;
+                match result {
+                    Ok(on_standby) => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                        if on_standby {
+                            let _ = done_tx.send(Instant::now());
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("failover traffic: request failed: {e}");
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        })
+    };
+    let mut primary = group.watch_primary();
+    let is = |name: &'static str| move |p: &Option<Arc<str>>| p.as_deref() == Some(name);
+    let mut samples = Vec::with_capacity(TRAFFIC_TRIALS);
+    let result: Result<(), BoxError> = async {
+        for trial in 0..TRAFFIC_TRIALS {
+            timeout(SWITCH_BOUND, primary.wait_for(is("primary")))
+                .await
+                .map_err(|_| format!("traffic trial {trial}: the primary did not recover"))??;
+            let standby_ready = timeout(SWITCH_BOUND, async {
+                while !group
+                    .routes()
+                    .iter()
+                    .any(|r| &*r.name == "standby" && r.health == HealthStatus::Healthy)
+                {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            })
+            .await;
+            if standby_ready.is_err() {
+                return Err(format!("traffic trial {trial}: the standby is not healthy").into());
+            }
+            // Traffic is on the primary again: forget completions from before.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            while done_rx.try_recv().is_ok() {}
+            let started = Instant::now();
+            proxy.reset_all();
+            let first = timeout(SWITCH_BOUND, async {
+                loop {
+                    match done_rx.recv().await {
+                        Some(at) if at >= started => return Some(at),
+                        Some(_) => continue,
+                        None => return None,
+                    }
+                }
+            })
+            .await;
+            match first {
+                Ok(Some(at)) => samples.push(at.duration_since(started).as_secs_f64() * 1e3),
+                _ => {
+                    return Err(format!(
+                        "traffic trial {trial}: no request completed on the standby"
+                    )
+                    .into());
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let _ = timeout(SWITCH_BOUND, load).await;
+    result?;
+    let med = median(&samples);
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!(
+        "failover with traffic over {TRAFFIC_TRIALS} resets: switch median {med:.3} ms, p99 {:.3} ms; {ok} requests succeeded, {failed} failed",
+        percentile(&samples, 0.99)
+    );
+    report("failover_traffic_switch", "ms", med);
+    report("failover_traffic_failed", "count", failed as f64);
     Ok(())
 }
 

@@ -24,7 +24,7 @@ use connection_core::{
     Connection, ConnectionId, ConnectionState, DisconnectReason, Endpoint, EndpointError, Error,
     Traffic, Transport,
 };
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -107,11 +107,9 @@ impl Transport for TcpEchoTransport {
         stream
             .set_nodelay(true)
             .map_err(|e| Error::connect(&self.endpoint, e))?;
-        let mut stream = BufReader::new(stream);
+        let mut stream = stream;
         if self.banner {
-            let mut line = String::new();
-            stream
-                .read_line(&mut line)
+            let line = read_banner(&mut stream)
                 .await
                 .map_err(|e| Error::connect(&self.endpoint, e))?;
             match line.trim_end() {
@@ -145,6 +143,21 @@ impl Transport for TcpEchoTransport {
     fn endpoint(&self) -> &Endpoint {
         &self.endpoint
     }
+}
+
+/// Reads one banner line a byte at a time: no read-ahead, so not a byte of what follows
+/// is taken from the socket, and no 8 KiB buffer is kept per connection for a line of a
+/// few bytes.
+async fn read_banner(stream: &mut TcpStream) -> std::io::Result<String> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.len() < 64 {
+        if stream.read(&mut byte).await? == 0 || byte[0] == b'\n' {
+            break;
+        }
+        line.push(byte[0]);
+    }
+    Ok(String::from_utf8_lossy(&line).into_owned())
 }
 
 /// Requests an [`EchoClient`] may have waiting for the I/O task.
@@ -262,8 +275,8 @@ impl Drop for TcpEchoConnection {
 }
 
 impl TcpEchoConnection {
-    fn start(endpoint: Endpoint, stream: BufReader<TcpStream>, hang_on_close: bool) -> Self {
-        let local_addr = stream.get_ref().local_addr().ok();
+    fn start(endpoint: Endpoint, stream: TcpStream, hang_on_close: bool) -> Self {
+        let local_addr = stream.local_addr().ok();
         let (reason, reason_rx) = watch::channel(None);
         let shared = Arc::new(Shared {
             endpoint,
@@ -302,7 +315,7 @@ impl TcpEchoConnection {
 /// Owns the socket: serves requests one at a time and, between them, reads to notice
 /// the peer closing. Ends on a socket error, EOF, or when the connection is dropped.
 async fn io_task(
-    mut stream: BufReader<TcpStream>,
+    mut stream: TcpStream,
     mut requests: mpsc::Receiver<Request>,
     shared: Arc<Shared>,
 ) {
@@ -365,12 +378,12 @@ async fn io_task(
 }
 
 async fn round_trip(
-    stream: &mut BufReader<TcpStream>,
+    stream: &mut TcpStream,
     payload: &[u8],
     endpoint: &Endpoint,
 ) -> Result<(), Error> {
     let io = |e| Error::io(endpoint, e);
-    stream.get_mut().write_all(payload).await.map_err(io)?;
+    stream.write_all(payload).await.map_err(io)?;
     let mut back = vec![0; payload.len()];
     stream.read_exact(&mut back).await.map_err(io)?;
     if back != payload {

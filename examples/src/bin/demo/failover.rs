@@ -5,16 +5,25 @@
 //! server comes back: once the primary passed two probes in a row it takes back over
 //! (`auto_recover`). Every switch and health change is printed as it happens; a switch
 //! that does not happen within its bound ends the demo with an error.
+//!
+//! The whole time, the application sends one idempotent request per millisecond
+//! *through the group* (`GroupLink::run_idempotent`): each goes to the current primary,
+//! and one caught on the dying connection runs once more on the standby. The demo prints
+//! how many requests failed (the goal, and the demo's condition, is none) and how long
+//! traffic took to move each way.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use connection_kit::core::EventStream;
 use connection_kit::health::{
-    ConnectionManager, ConnectionOptions, FailoverGroup, HealthCheck, HealthStatus,
+    ConnectionManager, ConnectionOptions, FailoverGroup, GroupLink, HealthCheck, HealthStatus,
 };
 use connection_kit::{Event, EventFilter, EventKind, EventType};
-use connection_testkit::{TcpEchoServer, TcpEchoTransport};
+use connection_testkit::{EchoClient, TcpEchoServer, TcpEchoTransport};
 use futures::{FutureExt, StreamExt};
+use tokio::sync::watch;
 use tokio::time::{Instant, sleep, timeout_at};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -99,6 +108,8 @@ pub(crate) async fn run() -> Result<(), BoxError> {
         .await?;
     }
 
+    let traffic = Traffic::start(group.link::<EchoClient>()?, standby_server.addr().port());
+    println!("sending one request per millisecond through the group");
     sleep(Duration::from_millis(300)).await;
     drain(&mut events, &show);
 
@@ -109,6 +120,11 @@ pub(crate) async fn run() -> Result<(), BoxError> {
     println!(
         "          failed over {:.1} ms after the kill, without waiting for a probe",
         killed.elapsed().as_secs_f64() * 1e3
+    );
+    let moved = traffic.first_completion(true, killed).await?;
+    println!(
+        "          traffic: first request completed on the standby {:.1} ms after the kill",
+        moved.duration_since(killed).as_secs_f64() * 1e3
     );
     sleep(Duration::from_millis(500)).await;
 
@@ -121,6 +137,17 @@ pub(crate) async fn run() -> Result<(), BoxError> {
          (a reconnect and 2 passing probes)",
         restarted.elapsed().as_secs_f64() * 1e3
     );
+    let back = traffic.first_completion(false, restarted).await?;
+    println!(
+        "          traffic: back on the primary {:.0} ms after its server returned",
+        back.duration_since(restarted).as_secs_f64() * 1e3
+    );
+    sleep(Duration::from_millis(200)).await;
+    let (ok, failed) = traffic.stop().await;
+    println!("\ntraffic through the group: {ok} requests succeeded, {failed} failed (goal: 0)");
+    if failed > 0 {
+        return Err(format!("{failed} idempotent requests through the group failed").into());
+    }
 
     let report = manager.shutdown(Duration::from_secs(2)).await;
     println!(
@@ -189,5 +216,93 @@ async fn until(
             Some(Err(lagged)) => println!("          ({lagged})"),
             None => return Err(format!("the event stream ended while waiting for {what}").into()),
         }
+    }
+}
+
+/// The application's side: one idempotent echo request per millisecond through the
+/// group, counted, with the last completion (when, and whether the standby served it).
+struct Traffic {
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    last: watch::Receiver<Option<(Instant, bool)>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Traffic {
+    fn start(api: GroupLink<EchoClient>, standby_port: u16) -> Self {
+        let (ok, failed, stop) = (
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (last_tx, last) = watch::channel(None);
+        let task = {
+            let (ok, failed, stop) = (ok.clone(), failed.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(1));
+                // Bounded twice: by the stop flag, and by a count no run comes near.
+                for _ in 0..1_000_000u32 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    tick.tick().await;
+                    let result = api
+                        .run_idempotent(|c| async move {
+                            c.echo(b"GET /status\n").await?;
+                            Ok(c.endpoint().port() == standby_port)
+                        })
+                        .await;
+                    match result {
+                        Ok(on_standby) => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                            last_tx.send_replace(Some((Instant::now(), on_standby)));
+                        }
+                        Err(e) => {
+                            println!("          request failed: {e}");
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        };
+        Self {
+            ok,
+            failed,
+            stop,
+            last,
+            task,
+        }
+    }
+
+    /// When the first request after `since` completed on the standby (`true`) or the
+    /// primary (`false`). Fails after [`SWITCH_BOUND`].
+    async fn first_completion(
+        &self,
+        on_standby: bool,
+        since: Instant,
+    ) -> Result<Instant, BoxError> {
+        let mut last = self.last.clone();
+        let found = tokio::time::timeout(
+            SWITCH_BOUND,
+            last.wait_for(|l| matches!(l, Some((at, s)) if *s == on_standby && *at >= since)),
+        )
+        .await
+        .map_err(|_| {
+            format!(
+                "no request completed on the {} within {SWITCH_BOUND:?}",
+                if on_standby { "standby" } else { "primary" }
+            )
+        })??;
+        Ok(found.map_or(since, |(at, _)| at))
+    }
+
+    async fn stop(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = tokio::time::timeout(SWITCH_BOUND, self.task).await;
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
     }
 }
