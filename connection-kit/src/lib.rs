@@ -60,3 +60,8 @@ pub use connection_core::{
     EventType, MetricsSnapshot, Severity, ShutdownOutcome, Supervisor, SupervisorHandle, Transport,
     TransportExt,
 };
+
+/// The README's examples, compiled as doctests so they cannot drift from the API.
+#[cfg(all(doctest, feature = "health", feature = "ws"))]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
