@@ -13,6 +13,9 @@ use crate::entry::Entry;
 use crate::error::HealthError;
 use crate::failover::FailoverGroup;
 
+/// Each route's link and entry, by route name.
+pub(crate) type Routes<H> = HashMap<Arc<str>, (Link<H>, Arc<Entry>)>;
+
 /// How long an operation waits for a usable primary by default.
 const DEFAULT_WAIT: Duration = Duration::from_secs(5);
 
@@ -58,7 +61,7 @@ const DEFAULT_WAIT: Duration = Duration::from_secs(5);
 /// ```
 pub struct GroupLink<H> {
     group: FailoverGroup,
-    routes: Arc<HashMap<Arc<str>, (Link<H>, Arc<Entry>)>>,
+    routes: Arc<Routes<H>>,
     wait: Duration,
 }
 
@@ -85,7 +88,7 @@ impl<H> fmt::Debug for GroupLink<H> {
 impl<H: Clone + Send + Sync + 'static> GroupLink<H> {
     pub(crate) fn new(
         group: FailoverGroup,
-        routes: HashMap<Arc<str>, (Link<H>, Arc<Entry>)>,
+        routes: Routes<H>,
     ) -> Self {
         Self {
             group,

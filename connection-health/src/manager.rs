@@ -308,7 +308,7 @@ impl ConnectionManager {
         let name = name.into();
         options.validate()?;
         let entry = self.insert(name.clone(), || Entry::new(name, transport, options))?;
-        Ok(typed_link(&entry)?)
+        typed_link(&entry)
     }
 
     /// [`add`](Self::add), then start connecting at once; returns the supervised

@@ -8,7 +8,7 @@ use std::time::Duration;
 use connection_kit::health::{
     ConnectionManager, ConnectionOptions, FailoverGroup, HealthCheck, HealthStatus,
 };
-use connection_kit::ws::{Message, WsClient, WsConfig, WsTransport};
+use connection_kit::ws::{Message, WsClient, WsConfig, WsSender, WsTransport};
 use connection_kit::{ConnectionState, EventFilter, EventKind, EventType};
 use connection_testkit::{LoopbackServer, TcpEchoServer, TcpEchoTransport};
 use futures::{SinkExt, StreamExt};
@@ -112,11 +112,32 @@ async fn websocket_and_tcp_side_by_side_with_failover() {
         .unwrap();
     assert_eq!(echoed, Some(Message::text("hello")));
 
+    // The attached client's link, found by name and type, sends on its queue too.
+    let via_manager = manager
+        .link::<WsSender>("chat")
+        .unwrap()
+        .ready(Duration::from_secs(1))
+        .await
+        .unwrap();
+    via_manager.send_text("via the manager").await.unwrap();
+    let echoed = tokio::time::timeout(Duration::from_secs(5), client.next())
+        .await
+        .unwrap();
+    assert_eq!(echoed, Some(Message::text("via the manager")));
+    // Traffic through the WebSocket group goes to its primary's connection.
+    let feed = group.link::<WsSender>().unwrap();
+    feed.run(|s| async move { Ok(s.send_text("to the primary").await?) })
+        .await
+        .unwrap();
+
     // The primary's server goes away: the group fails over without waiting for a probe.
     let mut failovers = manager.subscribe(EventFilter::all().types([EventType::Failover]));
     ws_a.stop().await;
     let stopped = tokio::time::Instant::now();
     wait_primary(&group, "ws-b").await;
+    feed.run_idempotent(|s| async move { Ok(s.send_text("to the standby").await?) })
+        .await
+        .unwrap();
     assert!(
         stopped.elapsed() < Duration::from_millis(100),
         "{:?}",

@@ -158,6 +158,7 @@ impl WsClientBuilder {
             config.when_full,
             config.queue_capacity,
             closed.clone(),
+            None,
         );
         let transport = WsTransport::new(config.clone())
             .with_hook(self.hook)

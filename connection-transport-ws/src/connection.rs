@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use connection_core::metrics::ConnectionMetrics;
 use connection_core::{
-    Connection, ConnectionId, ConnectionState, DisconnectReason, Endpoint, Error,
+    Connection, ConnectionId, ConnectionState, DisconnectReason, Endpoint, Error, Traffic,
 };
 use futures::future::BoxFuture;
 use futures::{SinkExt, StreamExt};
@@ -106,6 +106,8 @@ pub struct WsSender {
     when_full: WhenFull,
     capacity: usize,
     closed: Arc<AtomicBool>,
+    /// A standalone connection's: set when that connection is gone.
+    ended: Option<Arc<AtomicBool>>,
 }
 
 impl fmt::Debug for WsSender {
@@ -127,6 +129,7 @@ impl WsSender {
         when_full: WhenFull,
         capacity: usize,
         closed: Arc<AtomicBool>,
+        ended: Option<Arc<AtomicBool>>,
     ) -> Self {
         Self {
             tx,
@@ -135,10 +138,22 @@ impl WsSender {
             when_full,
             capacity,
             closed,
+            ended,
         }
     }
 
     fn check(&self, msg: &Message) -> Result<(), WsError> {
+        if self
+            .ended
+            .as_ref()
+            .is_some_and(|e| e.load(Ordering::Acquire))
+        {
+            // A standalone connection's queue has no writer any more: fail, do not queue
+            // into the void.
+            return Err(WsError::Closed {
+                endpoint: self.endpoint.clone(),
+            });
+        }
         if self.closed.load(Ordering::Acquire) || self.tx.is_closed() {
             return Err(WsError::Shutdown {
                 endpoint: self.endpoint.clone(),
@@ -236,7 +251,14 @@ struct PendingPing {
 /// What the I/O task and the connection handle share.
 pub(crate) struct IoShared {
     pub(crate) endpoint: Endpoint,
-    pub(crate) metrics: Arc<ConnectionMetrics>,
+    /// Where traffic was recorded before [`Connection::bind_traffic`]: the client's
+    /// metrics, or a standalone connection's own.
+    own_metrics: Arc<ConnectionMetrics>,
+    /// Set by [`Connection::bind_traffic`]; recorded into from then on.
+    bound: std::sync::OnceLock<Traffic>,
+    /// A standalone connection's senders fail once it is gone (a client's queue outlives
+    /// its connections, so its senders have no such flag).
+    sender_ended: Option<Arc<AtomicBool>>,
     reason: watch::Sender<Option<DisconnectReason>>,
     pending_ping: parking_lot::Mutex<Option<PendingPing>>,
     we_closed: AtomicBool,
@@ -248,8 +270,18 @@ pub(crate) struct IoShared {
 }
 
 impl IoShared {
+    fn metrics(&self) -> &ConnectionMetrics {
+        match self.bound.get() {
+            Some(t) => t.metrics(),
+            None => &self.own_metrics,
+        }
+    }
+
     /// Records why the connection ended; the first reason wins.
     fn end(&self, reason: DisconnectReason) {
+        if let Some(ended) = &self.sender_ended {
+            ended.store(true, Ordering::Release);
+        }
         self.reason.send_if_modified(|r| {
             if r.is_none() {
                 *r = Some(reason);
@@ -278,6 +310,8 @@ impl IoShared {
 pub(crate) struct IoParts {
     pub(crate) endpoint: Endpoint,
     pub(crate) metrics: Arc<ConnectionMetrics>,
+    /// Set for a standalone connection: its senders fail once it is gone.
+    pub(crate) sender_ended: Option<Arc<AtomicBool>>,
     pub(crate) outbox: Arc<Outbox>,
     pub(crate) inbound: mpsc::Sender<Message>,
     pub(crate) close_codes: CloseCodePolicy,
@@ -295,7 +329,9 @@ pub(crate) fn spawn_io(ws: Ws, parts: IoParts) -> WsConnection {
     let (reason, reason_rx) = watch::channel(None);
     let shared = Arc::new(IoShared {
         endpoint: parts.endpoint,
-        metrics: parts.metrics,
+        own_metrics: parts.metrics,
+        bound: std::sync::OnceLock::new(),
+        sender_ended: parts.sender_ended,
         reason,
         pending_ping: parking_lot::Mutex::new(None),
         we_closed: AtomicBool::new(false),
@@ -436,8 +472,8 @@ async fn write_loop(
                 outbox.done(count);
                 match result {
                     Ok(()) => {
-                        shared.metrics.add_messages_out(count as u64);
-                        shared.metrics.add_bytes_out(bytes as u64);
+                        shared.metrics().add_messages_out(count as u64);
+                        shared.metrics().add_bytes_out(bytes as u64);
                     }
                     Err(e) => {
                         return WriterEnd::Failed(WsError::from_stream(&shared.endpoint, e));
@@ -478,8 +514,8 @@ async fn read_loop(
         let next = stream.next().await;
         match next {
             Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
-                shared.metrics.add_messages_in(1);
-                shared.metrics.add_bytes_in(msg.len() as u64);
+                shared.metrics().add_messages_in(1);
+                shared.metrics().add_bytes_in(msg.len() as u64);
                 if let Some(p) = permit.take() {
                     p.send(msg);
                 }
@@ -595,7 +631,10 @@ impl WsConnection {
     /// This connection's traffic counters (a client's connections record into the
     /// client's metrics).
     pub fn metrics(&self) -> &Arc<ConnectionMetrics> {
-        &self.shared.metrics
+        match self.shared.bound.get() {
+            Some(t) => t.metrics(),
+            None => &self.shared.own_metrics,
+        }
     }
 
     /// The sender of the queue this connection's writer drains: its own for a
@@ -638,6 +677,20 @@ impl Connection for WsConnection {
 
     fn io(&self) -> WsSender {
         self.sender.clone()
+    }
+
+    /// From now on, messages and bytes are recorded into `traffic`. What a standalone
+    /// connection counted before (its `on_connect` hook's messages) is carried over; a
+    /// client's connections already record into the client's metrics, which are the
+    /// supervisor's.
+    fn bind_traffic(&mut self, traffic: Traffic) {
+        let own = &self.shared.own_metrics;
+        let carry = !Arc::ptr_eq(own, traffic.metrics());
+        if self.shared.bound.set(traffic.clone()).is_ok() && carry {
+            let s = own.snapshot_counters();
+            traffic.sent(s.messages_out, s.bytes_out);
+            traffic.received(s.messages_in, s.bytes_in);
+        }
     }
 
     fn id(&self) -> ConnectionId {

@@ -163,11 +163,18 @@ impl WsTransport {
             None => ws,
         };
 
-        let (outbox, inbound, sender, own_inbound) = match &self.wiring {
-            Some(w) => (w.outbox.clone(), w.inbound.clone(), w.sender.clone(), None),
+        let (outbox, inbound, sender, own_inbound, sender_ended) = match &self.wiring {
+            Some(w) => (
+                w.outbox.clone(),
+                w.inbound.clone(),
+                w.sender.clone(),
+                None,
+                None,
+            ),
             None => {
                 let (tx, outbox) = Outbox::new(config.queue_capacity);
                 let (in_tx, in_rx) = mpsc::channel(config.inbound_buffer);
+                let ended = Arc::new(AtomicBool::new(false));
                 let sender = WsSender::new(
                     tx,
                     outbox.clone(),
@@ -175,8 +182,9 @@ impl WsTransport {
                     config.when_full,
                     config.queue_capacity,
                     Arc::new(AtomicBool::new(false)),
+                    Some(ended.clone()),
                 );
-                (outbox, in_tx, sender, Some(in_rx))
+                (outbox, in_tx, sender, Some(in_rx), Some(ended))
             }
         };
         if self.wiring.is_none() {
@@ -188,6 +196,7 @@ impl WsTransport {
             IoParts {
                 endpoint: endpoint.clone(),
                 metrics,
+                sender_ended,
                 outbox,
                 inbound,
                 close_codes: config.close_codes.clone(),
