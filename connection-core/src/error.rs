@@ -2,7 +2,12 @@
 //!
 //! Every error names the endpoint it concerns and classifies itself with
 //! [`Error::is_retryable`], which is what reconnect loops and retry policies decide on.
-//! Other crates keep their own error enums and convert into this one.
+//! Other crates keep their own error enums and convert into this one without losing
+//! what kind of failure it was ([`Error::kind`]).
+//!
+//! [`Error`] is cheap to clone: its sources are behind `Arc`s, so one failure can be
+//! handed to every waiter, event subscriber and metrics reader without re-formatting
+//! it into a string.
 
 use std::io;
 use std::sync::Arc;
@@ -15,6 +20,101 @@ use crate::state::ConnectionState;
 /// A boxed error from a dependency, kept as a source so dependency types stay out of the
 /// public API.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A shared error source, as [`Error`] holds it: cheap to clone. Make one from anything
+/// that converts into a [`BoxError`] (a dependency's error, a `String`, a `&str`) with
+/// [`shared`].
+pub type SharedError = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Turns an error (or a message) into a [`SharedError`].
+///
+/// ```
+/// let e = connection_core::shared("bad frame");
+/// assert_eq!(e.to_string(), "bad frame");
+/// ```
+pub fn shared(source: impl Into<BoxError>) -> SharedError {
+    Arc::from(source.into())
+}
+
+/// What timed out. An enum, so code that reacts to one kind of timeout (a connect that
+/// never completed, against a request that may have reached the server) matches a
+/// value, not a string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Operation {
+    /// Establishing a connection (TCP, TLS, protocol handshake).
+    Connect,
+    /// A health probe or heartbeat.
+    Probe,
+    /// Closing a connection gracefully.
+    Close,
+    /// Waiting for a usable connection ([`Link::ready`](crate::Link::ready)).
+    Ready,
+    /// A request or operation on an open connection.
+    Request,
+    /// One attempt of a retry policy.
+    Attempt,
+    /// A retry policy's overall deadline: final, the policy gives up.
+    RetryDeadline,
+    /// Waiting for a pooled connection.
+    PoolWait,
+}
+
+impl Operation {
+    /// A short lower-case name (`"connect"`, `"probe"`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Probe => "probe",
+            Self::Close => "close",
+            Self::Ready => "ready",
+            Self::Request => "request",
+            Self::Attempt => "attempt",
+            Self::RetryDeadline => "retry deadline",
+            Self::PoolWait => "pool wait",
+        }
+    }
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The kind of an [`Error`], without its data: for matching and for metrics labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// [`Error::Connect`].
+    Connect,
+    /// [`Error::Io`].
+    Io,
+    /// [`Error::Timeout`].
+    Timeout,
+    /// [`Error::Tls`].
+    Tls,
+    /// [`Error::Auth`].
+    Auth,
+    /// [`Error::Status`].
+    Status,
+    /// [`Error::Rejected`].
+    Rejected,
+    /// [`Error::Protocol`].
+    Protocol,
+    /// [`Error::Closed`].
+    Closed,
+    /// [`Error::Unavailable`].
+    Unavailable,
+    /// [`Error::Shutdown`].
+    Shutdown,
+    /// [`Error::InvalidEndpoint`].
+    InvalidEndpoint,
+    /// [`Error::Config`].
+    Config,
+    /// [`Error::Other`].
+    Other,
+}
 
 /// What went wrong, and where.
 ///
@@ -32,7 +132,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// assert!(!auth.is_retryable());
 /// # Ok::<(), connection_core::EndpointError>(())
 /// ```
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// Opening the connection failed at the socket level.
@@ -42,7 +142,7 @@ pub enum Error {
         endpoint: Endpoint,
         /// The socket error.
         #[source]
-        source: io::Error,
+        source: Arc<io::Error>,
     },
     /// An established connection failed while reading or writing.
     #[error("i/o error on {endpoint}: {source}")]
@@ -51,17 +151,22 @@ pub enum Error {
         endpoint: Endpoint,
         /// The socket error.
         #[source]
-        source: io::Error,
+        source: Arc<io::Error>,
     },
-    /// An operation did not finish in time.
+    /// An operation did not finish in time. Retryable, except a retry policy's overall
+    /// deadline ([`Operation::RetryDeadline`]), which is final.
     #[error("{operation} on {endpoint} timed out after {after:?}")]
     Timeout {
         /// The connection's endpoint.
         endpoint: Endpoint,
-        /// What timed out: `"connect"`, `"probe"`, `"close"`, ...
-        operation: &'static str,
+        /// What timed out.
+        operation: Operation,
         /// The limit that was exceeded.
         after: Duration,
+        /// What was going wrong meanwhile, when known (for a pool wait, the last
+        /// connect error), with its own kind.
+        #[source]
+        cause: Option<Arc<Error>>,
     },
     /// The TLS handshake failed, e.g. the certificate did not verify. Not retryable: the
     /// same certificate will not verify next time either.
@@ -71,7 +176,7 @@ pub enum Error {
         endpoint: Endpoint,
         /// The TLS library's error.
         #[source]
-        source: BoxError,
+        source: SharedError,
     },
     /// The server refused our credentials (HTTP 401/403, WebSocket handshake rejected).
     #[error("{endpoint} rejected the credentials (status {status})")]
@@ -102,7 +207,7 @@ pub enum Error {
         endpoint: Endpoint,
         /// What the protocol implementation reported.
         #[source]
-        source: BoxError,
+        source: SharedError,
     },
     /// The peer closed the connection.
     #[error("{endpoint} closed the connection")]
@@ -143,7 +248,7 @@ pub enum Error {
         endpoint: Endpoint,
         /// The underlying error.
         #[source]
-        source: BoxError,
+        source: SharedError,
         /// Whether trying again may succeed.
         retryable: bool,
     },
@@ -154,7 +259,7 @@ impl Error {
     pub fn connect(endpoint: &Endpoint, source: io::Error) -> Self {
         Self::Connect {
             endpoint: endpoint.clone(),
-            source,
+            source: Arc::new(source),
         }
     }
 
@@ -162,16 +267,81 @@ impl Error {
     pub fn io(endpoint: &Endpoint, source: io::Error) -> Self {
         Self::Io {
             endpoint: endpoint.clone(),
-            source,
+            source: Arc::new(source),
         }
     }
 
     /// An operation that ran out of time.
-    pub fn timeout(endpoint: &Endpoint, operation: &'static str, after: Duration) -> Self {
+    pub fn timeout(endpoint: &Endpoint, operation: Operation, after: Duration) -> Self {
         Self::Timeout {
             endpoint: endpoint.clone(),
             operation,
             after,
+            cause: None,
+        }
+    }
+
+    /// A TLS failure (not retryable).
+    pub fn tls(endpoint: &Endpoint, source: impl Into<BoxError>) -> Self {
+        Self::Tls {
+            endpoint: endpoint.clone(),
+            source: shared(source),
+        }
+    }
+
+    /// The peer spoke the protocol wrongly (not retryable as a request; a long-lived
+    /// connection reconnects after one).
+    pub fn protocol(endpoint: &Endpoint, source: impl Into<BoxError>) -> Self {
+        Self::Protocol {
+            endpoint: endpoint.clone(),
+            source: shared(source),
+        }
+    }
+
+    /// Anything else, saying itself whether to retry.
+    pub fn other(endpoint: &Endpoint, source: impl Into<BoxError>, retryable: bool) -> Self {
+        Self::Other {
+            endpoint: endpoint.clone(),
+            source: shared(source),
+            retryable,
+        }
+    }
+
+    /// What kind of error this is, without its data.
+    ///
+    /// ```
+    /// use connection_core::{Endpoint, Error, ErrorKind};
+    /// let ep = Endpoint::host_port("127.0.0.1", 9)?;
+    /// let e = Error::connect(&ep, std::io::ErrorKind::ConnectionRefused.into());
+    /// assert_eq!(e.kind(), ErrorKind::Connect);
+    /// let copy = e.clone(); // cheap: the socket error is shared
+    /// assert_eq!(copy.kind(), ErrorKind::Connect);
+    /// # Ok::<(), connection_core::EndpointError>(())
+    /// ```
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Connect { .. } => ErrorKind::Connect,
+            Self::Io { .. } => ErrorKind::Io,
+            Self::Timeout { .. } => ErrorKind::Timeout,
+            Self::Tls { .. } => ErrorKind::Tls,
+            Self::Auth { .. } => ErrorKind::Auth,
+            Self::Status { .. } => ErrorKind::Status,
+            Self::Rejected(_) => ErrorKind::Rejected,
+            Self::Protocol { .. } => ErrorKind::Protocol,
+            Self::Closed { .. } => ErrorKind::Closed,
+            Self::Unavailable { .. } => ErrorKind::Unavailable,
+            Self::Shutdown { .. } => ErrorKind::Shutdown,
+            Self::InvalidEndpoint(_) => ErrorKind::InvalidEndpoint,
+            Self::Config(_) => ErrorKind::Config,
+            Self::Other { .. } => ErrorKind::Other,
+        }
+    }
+
+    /// The timed-out operation, for [`Error::Timeout`].
+    pub fn timeout_operation(&self) -> Option<Operation> {
+        match self {
+            Self::Timeout { operation, .. } => Some(*operation),
+            _ => None,
         }
     }
 
@@ -183,7 +353,8 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Connect { source, .. } | Self::Io { source, .. } => io_is_retryable(source),
-            Self::Timeout { .. } | Self::Closed { .. } | Self::Rejected(_) => true,
+            Self::Timeout { operation, .. } => *operation != Operation::RetryDeadline,
+            Self::Closed { .. } | Self::Rejected(_) => true,
             Self::Status { status, .. } => matches!(status, 408 | 429 | 500..=599),
             Self::Other { retryable, .. } => *retryable,
             Self::Unavailable { state, .. } => {
@@ -216,7 +387,14 @@ impl Error {
             self,
             Self::Connect { .. }
                 | Self::Io { .. }
-                | Self::Timeout { .. }
+                | Self::Timeout {
+                    operation: Operation::Connect
+                        | Operation::Probe
+                        | Operation::Request
+                        | Operation::Ready
+                        | Operation::Attempt,
+                    ..
+                }
                 | Self::Tls { .. }
                 | Self::Protocol { .. }
                 | Self::Closed { .. }
@@ -416,11 +594,8 @@ mod tests {
                 "{kind:?}"
             );
         }
-        assert!(Error::timeout(&ep(), "connect", Duration::from_secs(1)).is_retryable());
-        let tls = Error::Tls {
-            endpoint: ep(),
-            source: "certificate not trusted".into(),
-        };
+        assert!(Error::timeout(&ep(), Operation::Connect, Duration::from_secs(1)).is_retryable());
+        let tls = Error::tls(&ep(), "certificate not trusted");
         assert!(!tls.is_retryable());
         assert!(
             !Error::Auth {
@@ -479,7 +654,7 @@ mod tests {
         };
         assert_eq!(s.retry_after(), Some(Duration::from_secs(3)));
         assert_eq!(
-            Error::timeout(&ep(), "connect", Duration::from_secs(1)).retry_after(),
+            Error::timeout(&ep(), Operation::Connect, Duration::from_secs(1)).retry_after(),
             None
         );
     }
@@ -487,7 +662,7 @@ mod tests {
     #[test]
     fn messages_name_the_endpoint() {
         let ep = ep().with_name("db");
-        let e = Error::timeout(&ep, "probe", Duration::from_millis(250));
+        let e = Error::timeout(&ep, Operation::Probe, Duration::from_millis(250));
         assert_eq!(
             e.to_string(),
             "probe on db (tcp://127.0.0.1:1) timed out after 250ms"
@@ -499,5 +674,34 @@ mod tests {
             "{e}"
         );
         assert!(std::error::Error::source(&e).is_some());
+    }
+
+    #[test]
+    fn clones_are_cheap_and_keep_the_kind() {
+        let e = Error::io(&ep(), io::ErrorKind::ConnectionReset.into());
+        let c = e.clone();
+        let (Error::Io { source: a, .. }, Error::Io { source: b, .. }) = (&e, &c) else {
+            panic!("{e:?}");
+        };
+        assert!(Arc::ptr_eq(a, b), "the socket error is shared, not copied");
+        assert_eq!(c.kind(), ErrorKind::Io);
+        assert_eq!(c.to_string(), e.to_string());
+        let p = Error::protocol(&ep(), "bad frame");
+        assert_eq!(p.clone().kind(), ErrorKind::Protocol);
+    }
+
+    #[test]
+    fn a_retry_deadline_is_final_other_timeouts_are_not() {
+        let d = Duration::from_secs(1);
+        assert!(!Error::timeout(&ep(), Operation::RetryDeadline, d).is_retryable());
+        for op in [Operation::Connect, Operation::Attempt, Operation::PoolWait] {
+            assert!(Error::timeout(&ep(), op, d).is_retryable(), "{op}");
+        }
+        let e = Error::timeout(&ep(), Operation::PoolWait, d);
+        assert_eq!(e.timeout_operation(), Some(Operation::PoolWait));
+        assert_eq!(
+            e.to_string(),
+            "pool wait on tcp://127.0.0.1:1 timed out after 1s"
+        );
     }
 }

@@ -66,7 +66,10 @@ pub use config::{
     require_nonzero,
 };
 pub use endpoint::{Endpoint, EndpointError, EndpointErrorKind};
-pub use error::{BoxError, Error, RejectReason, Rejected, io_is_retryable};
+pub use error::{
+    BoxError, Error, ErrorKind, Operation, RejectReason, Rejected, SharedError, io_is_retryable,
+    shared,
+};
 pub use event::{
     DisconnectReason, Event, EventBus, EventFilter, EventKind, EventStream, EventType,
     HealthStatus, Lagged, Severity,

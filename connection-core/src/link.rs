@@ -22,6 +22,7 @@
 //! its supervisor's metrics, and reports failures seen on real traffic, which health
 //! monitors count like failed probes.
 
+use crate::error::Operation;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -213,7 +214,7 @@ impl<H: Clone> Link<H> {
             },
             // Every slot is gone: no supervisor will ever publish again.
             Ok(Err(_)) => Err(self.unavailable(ConnectionState::Closed, None)),
-            Err(_) => Err(Error::timeout(&self.endpoint, "ready", within)),
+            Err(_) => Err(Error::timeout(&self.endpoint, Operation::Ready, within)),
         }
     }
 

@@ -22,6 +22,7 @@
 //! backoff sleep), so shutdown latency is bounded by the graceful close alone, and that
 //! is bounded by the shutdown deadline.
 
+use crate::error::Operation;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -441,7 +442,11 @@ impl<T: Transport, B: Backoff> Task<T, B> {
                 Some(limit) => tokio::time::timeout(limit, self.transport.connect())
                     .await
                     .unwrap_or_else(|_| {
-                        Err(Error::timeout(&self.shared.endpoint, "connect", limit))
+                        Err(Error::timeout(
+                            &self.shared.endpoint,
+                            Operation::Connect,
+                            limit,
+                        ))
                     }),
                 None => self.transport.connect().await,
             }
@@ -573,7 +578,7 @@ impl<T: Transport, B: Backoff> Task<T, B> {
                 Ok(Ok(rtt)) => self.shared.metrics.record_probe_rtt(rtt),
                 Ok(Err(error)) => return DisconnectReason::ProbeFailed(Arc::new(error)),
                 Err(_) => {
-                    let error = Error::timeout(&self.shared.endpoint, "probe", limit);
+                    let error = Error::timeout(&self.shared.endpoint, Operation::Probe, limit);
                     return DisconnectReason::ProbeFailed(Arc::new(error));
                 }
             }
@@ -606,7 +611,7 @@ impl<T: Transport, B: Backoff> Task<T, B> {
             }
             () = reply.closed() => return None,
             result = tokio::time::timeout(limit, conn.probe()) => result
-                .unwrap_or_else(|_| Err(Error::timeout(&self.shared.endpoint, "probe", limit))),
+                .unwrap_or_else(|_| Err(Error::timeout(&self.shared.endpoint, Operation::Probe, limit))),
         };
         if let Ok(rtt) = &result {
             self.shared.metrics.record_probe_rtt(*rtt);
@@ -639,7 +644,7 @@ async fn close_within<C: Connection>(
 ) -> Result<(), Error> {
     tokio::time::timeout(limit, conn.close())
         .await
-        .unwrap_or_else(|_| Err(Error::timeout(endpoint, "close", limit)))
+        .unwrap_or_else(|_| Err(Error::timeout(endpoint, Operation::Close, limit)))
 }
 
 /// Waits for the next request from the handles. Cancel-safe: all progress is in

@@ -13,6 +13,7 @@
 //! transport in another transport. This crate adds [`TransportExt::timeout`];
 //! `connection-retry` adds retry, circuit breaking and rate limiting the same way.
 
+use crate::error::Operation;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -186,7 +187,11 @@ impl<T: Transport> Transport for Timeout<T> {
     async fn connect(&self) -> Result<Self::Connection, Error> {
         match tokio::time::timeout(self.limit, self.inner.connect()).await {
             Ok(result) => result,
-            Err(_) => Err(Error::timeout(self.inner.endpoint(), "connect", self.limit)),
+            Err(_) => Err(Error::timeout(
+                self.inner.endpoint(),
+                Operation::Connect,
+                self.limit,
+            )),
         }
     }
 

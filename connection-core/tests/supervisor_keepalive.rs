@@ -3,6 +3,7 @@
 
 mod support;
 
+use connection_core::Operation;
 use std::time::Duration;
 
 use connection_core::{
@@ -70,7 +71,7 @@ async fn connect_timeout_bounds_a_silent_handshake() {
     let started = Instant::now();
     let err = bounded.connect().await.unwrap_err();
     assert!(
-        matches!(err, Error::Timeout { operation: "connect", after, .. } if after == Duration::from_secs(2))
+        matches!(err, Error::Timeout { operation: Operation::Connect, after, .. } if after == Duration::from_secs(2))
     );
     assert!(err.is_retryable());
     assert_eq!(started.elapsed(), Duration::from_secs(2));

@@ -1,6 +1,7 @@
 //! One registered connection: how to start its supervisor, the handle of the running one,
 //! its metrics (kept across restarts) and its health rating.
 
+use connection_core::Operation;
 use std::any::Any;
 use std::fmt;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
@@ -17,11 +18,12 @@ use parking_lot::Mutex;
 use crate::failover::GroupInner;
 use crate::options::ConnectionOptions;
 
-/// The last connect error of a connection, kept as text: core's `Error` is not `Clone`
-/// and the supervisor needs the original.
+/// The last connect error of a connection: the error (a cheap clone, with its kind) and
+/// its message, formatted once for reports.
 #[derive(Clone, Debug)]
 pub(crate) struct LastError {
     pub(crate) message: Arc<str>,
+    pub(crate) error: Arc<Error>,
 }
 
 pub(crate) type LastErrorCell = Arc<Mutex<Option<LastError>>>;
@@ -86,12 +88,19 @@ impl<T: Transport> Transport for Managed<T> {
         let result = match self.connect_timeout {
             Some(limit) => tokio::time::timeout(limit, self.inner.connect())
                 .await
-                .unwrap_or_else(|_| Err(Error::timeout(self.inner.endpoint(), "connect", limit))),
+                .unwrap_or_else(|_| {
+                    Err(Error::timeout(
+                        self.inner.endpoint(),
+                        Operation::Connect,
+                        limit,
+                    ))
+                }),
             None => self.inner.connect().await,
         };
         if let Err(error) = &result {
             *self.last_error.lock() = Some(LastError {
                 message: error.to_string().into(),
+                error: Arc::new(error.clone()),
             });
         }
         result

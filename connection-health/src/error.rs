@@ -120,12 +120,12 @@ impl From<HealthError> for Error {
             HealthError::RouteUnhealthy { ref endpoint, .. } => Error::Other {
                 endpoint: endpoint.clone(),
                 retryable: true,
-                source: Box::new(e),
+                source: Arc::new(e),
             },
             HealthError::NoHealthyRoute { ref preferred, .. } => Error::Other {
                 endpoint: preferred.clone(),
                 retryable: true,
-                source: Box::new(e),
+                source: Arc::new(e),
             },
             // Naming errors are a caller's bad argument: core's Config says which one.
             HealthError::DuplicateName { .. }

@@ -86,10 +86,7 @@ impl<H> fmt::Debug for GroupLink<H> {
 }
 
 impl<H: Clone + Send + Sync + 'static> GroupLink<H> {
-    pub(crate) fn new(
-        group: FailoverGroup,
-        routes: Routes<H>,
-    ) -> Self {
+    pub(crate) fn new(group: FailoverGroup, routes: Routes<H>) -> Self {
         Self {
             group,
             routes: Arc::new(routes),

@@ -446,6 +446,7 @@ impl ConnectionManager {
                         report.failed.push(ConnectFailure {
                             name: entry.name.clone(),
                             error: error.to_string().into(),
+                            source: Some(Arc::new(error)),
                             retrying: false,
                             state: entry.state(),
                         });
@@ -729,6 +730,7 @@ fn failure(entry: &Entry, state: ConnectionState) -> ConnectFailure {
     ConnectFailure {
         name: entry.name.clone(),
         error,
+        source: last.map(|e| e.error),
         retrying: state == ConnectionState::Reconnecting,
         state,
     }

@@ -49,6 +49,10 @@ pub struct ConnectFailure {
     pub name: Arc<str>,
     /// The first error seen, as text (the endpoint is in it).
     pub error: Arc<str>,
+    /// The same error itself, with its kind ([`Error::kind`](connection_core::Error::kind)),
+    /// when there was one (not serialized).
+    #[serde(skip)]
+    pub source: Option<Arc<connection_core::Error>>,
     /// Whether its supervisor keeps reconnecting in the background (`false` once it
     /// gave up: state `Failed`, left only by `restart`).
     pub retrying: bool,

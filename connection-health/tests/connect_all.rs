@@ -73,6 +73,15 @@ async fn some_refuse_and_the_result_says_which() {
     assert!(!deny_f.retrying);
     assert_eq!(deny_f.state, ConnectionState::Failed);
     assert!(deny_f.error.contains("403"), "{}", deny_f.error);
+    // The error itself travels too, with its kind: no parsing of the message needed.
+    assert_eq!(
+        deny_f.source.as_ref().map(|e| e.kind()),
+        Some(connection_core::ErrorKind::Auth)
+    );
+    assert_eq!(
+        refused_f.source.as_ref().map(|e| e.kind()),
+        Some(connection_core::ErrorKind::Connect)
+    );
 
     assert_eq!(report.pending.len(), 1);
     assert_eq!(&*report.pending[0], "silent");

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use connection_core::{Endpoint, Error};
+use std::time::Duration;
+
+use connection_core::{Endpoint, Error, Operation};
 
 use crate::status::Status;
 
@@ -21,6 +23,8 @@ pub enum PoolError {
         status: Status,
         /// The last connect failure the pool saw, if any: often the real reason.
         last_connect_error: Option<Arc<Error>>,
+        /// How long the caller waited (the pool's `wait_timeout`).
+        wait: Duration,
     },
     /// Opening a new connection for this caller failed.
     #[error("pool could not connect: {source}")]
@@ -58,10 +62,18 @@ impl From<PoolError> for Error {
         match e {
             PoolError::Connect { source } => source,
             PoolError::Closed { endpoint } => Error::Shutdown { endpoint },
-            PoolError::Timeout { ref endpoint, .. } => Error::Other {
-                endpoint: endpoint.clone(),
-                retryable: true,
-                source: Box::new(e),
+            // A wait that ran out is a timeout, and the connect failure behind it (often
+            // the real reason) stays reachable with its own kind, as the source.
+            PoolError::Timeout {
+                endpoint,
+                last_connect_error,
+                wait,
+                ..
+            } => Error::Timeout {
+                endpoint,
+                operation: Operation::PoolWait,
+                after: wait,
+                cause: last_connect_error,
             },
         }
     }

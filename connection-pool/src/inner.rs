@@ -25,6 +25,7 @@
 //! `release`), and no other lock is taken under it except a oneshot's or a `Notify`'s
 //! internal one.
 
+use connection_core::Operation;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::Location;
@@ -280,6 +281,7 @@ impl<T: Transport> Shared<T> {
             endpoint: self.transport.endpoint().clone(),
             status: self.status_locked(st),
             last_connect_error: st.last_error.clone(),
+            wait: self.config.wait_timeout.unwrap_or_default(),
         }
     }
 
@@ -926,7 +928,11 @@ impl<T: Transport> Shared<T> {
         let limit = self.config.create_timeout;
         let result = match tokio::time::timeout(limit, self.transport.connect()).await {
             Ok(r) => r,
-            Err(_) => Err(Error::timeout(self.transport.endpoint(), "connect", limit)),
+            Err(_) => Err(Error::timeout(
+                self.transport.endpoint(),
+                Operation::Connect,
+                limit,
+            )),
         };
         match result {
             Ok(conn) => {
@@ -948,15 +954,10 @@ impl<T: Transport> Shared<T> {
         }
     }
 
-    /// Records a connect failure for later timeout errors. The error itself goes to the
-    /// caller, so a summary with the same message and endpoint is kept.
+    /// Records a connect failure for later timeout errors: a clone of the error itself
+    /// (cheap, and it keeps its kind), while the original goes to the caller.
     pub(crate) fn record_error(&self, e: &Error) {
-        let kept = Error::Other {
-            endpoint: self.transport.endpoint().clone(),
-            retryable: e.is_retryable(),
-            source: e.to_string().into(),
-        };
-        let kept = Arc::new(kept);
+        let kept = Arc::new(e.clone());
         self.publish(self.id, || EventKind::Error {
             error: Arc::clone(&kept),
         });

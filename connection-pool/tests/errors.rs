@@ -6,6 +6,7 @@ mod support;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use connection_core::{Error, ErrorKind, Operation};
 use connection_pool::{Pool, PoolConfig, PoolError};
 use support::Mem;
 
@@ -91,6 +92,30 @@ async fn timeout_carries_the_last_connect_error() {
         panic!("expected a timeout with a connect error, got {err}");
     };
     assert!(last.to_string().contains("refused"), "{last}");
+    assert_eq!(
+        last.kind(),
+        ErrorKind::Connect,
+        "kept with its kind: {last:?}"
+    );
+
+    // In core's error: a pool-wait timeout whose source is that connect error, kind and
+    // all, not a string.
+    let core: Error = err.into();
+    assert_eq!(
+        core.timeout_operation(),
+        Some(Operation::PoolWait),
+        "{core:?}"
+    );
+    assert!(core.is_retryable());
+    let Error::Timeout {
+        cause: Some(cause), ..
+    } = &core
+    else {
+        panic!("expected the cause: {core:?}");
+    };
+    assert_eq!(cause.kind(), ErrorKind::Connect);
+    let source = std::error::Error::source(&core).expect("a source");
+    assert!(source.to_string().contains("refused"), "{source}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -10,6 +10,7 @@
 )]
 #![allow(missing_docs, reason = "bench binary")]
 
+use connection_core::Operation;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -50,7 +51,7 @@ fn main() {
                                 tokio::time::timeout(limit, async { Ok(black_box(i)) })
                                     .await
                                     .unwrap_or_else(|_| {
-                                        Err(Error::timeout(&endpoint, "call", limit))
+                                        Err(Error::timeout(&endpoint, Operation::Request, limit))
                                     })
                             })
                         })

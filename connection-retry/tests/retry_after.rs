@@ -63,10 +63,7 @@ async fn get(endpoint: &Endpoint) -> Result<u16, Error> {
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| Error::Protocol {
-            endpoint: endpoint.clone(),
-            source: format!("bad status line {status_line:?}").into(),
-        })?;
+        .ok_or_else(|| Error::protocol(endpoint, format!("bad status line {status_line:?}")))?;
     let mut retry_after = None;
     loop {
         let mut line = String::new();

@@ -2,6 +2,7 @@
 //! per-attempt timeouts are retried within it, and a retry whose wait would end past
 //! it is not started.
 
+use connection_core::Operation;
 use std::io;
 use std::time::Duration;
 
@@ -45,7 +46,7 @@ async fn a_hanging_connect_is_cut_at_the_deadline() {
     assert!(
         matches!(
             result,
-            Err(Error::Timeout { operation: "connect", after, .. }) if after == Duration::from_secs(1)
+            Err(Error::Timeout { operation: Operation::Connect, after, .. }) if after == Duration::from_secs(1)
         ),
         "{:?}",
         result.err()
@@ -76,13 +77,18 @@ async fn attempt_timeouts_are_retried_until_the_deadline_cuts_the_last_one() {
     assert!(
         matches!(
             result,
-            Err(Error::Timeout { operation: "retry", after, .. }) if after == ms(1000)
+            Err(Error::Timeout { operation: Operation::RetryDeadline, after, .. }) if after == ms(1000)
         ),
         "{:?}",
         result.err()
     );
     assert_eq!(started.elapsed(), ms(1000));
     assert_eq!(transport.attempts(), 3);
+    // The deadline is final in core's error too: an outer retry or a reconnect loop
+    // must not start over after it.
+    let err = result.expect_err("deadline");
+    assert!(!err.is_retryable(), "{err}");
+    assert_eq!(err.kind(), connection_core::ErrorKind::Timeout);
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,6 +1,7 @@
 //! Non-idempotent runs retry only failures that prove the request never reached the
 //! server; `retry_if` overrides what counts as retryable.
 
+use connection_core::Operation;
 use std::time::Duration;
 
 use connection_core::{Endpoint, Error, Transport};
@@ -121,7 +122,7 @@ async fn an_attempt_timeout_is_not_retried_when_not_idempotent() {
         matches!(
             result,
             Err(Error::Timeout {
-                operation: "attempt",
+                operation: Operation::Attempt,
                 ..
             })
         ),

@@ -126,10 +126,10 @@ impl Transport for TcpEchoTransport {
                     });
                 }
                 other => {
-                    return Err(Error::Protocol {
-                        endpoint: self.endpoint.clone(),
-                        source: format!("unexpected banner {other:?}").into(),
-                    });
+                    return Err(Error::protocol(
+                        &self.endpoint,
+                        format!("unexpected banner {other:?}"),
+                    ));
                 }
             }
         }
@@ -353,7 +353,7 @@ async fn io_task(
                         }
                     }
                 }
-                let failed = result.as_ref().err().map(|e| clone_error(e, &shared.endpoint));
+                let failed = result.as_ref().err().cloned();
                 let _ = request.reply.send(result.map(|()| started.elapsed()));
                 if let Some(error) = failed {
                     shared.end(DisconnectReason::Error(Arc::new(error)));
@@ -387,27 +387,12 @@ async fn round_trip(
     let mut back = vec![0; payload.len()];
     stream.read_exact(&mut back).await.map_err(io)?;
     if back != payload {
-        return Err(Error::Protocol {
-            endpoint: endpoint.clone(),
-            source: "echo did not match what was sent".into(),
-        });
+        return Err(Error::protocol(
+            endpoint,
+            "echo did not match what was sent",
+        ));
     }
     Ok(())
-}
-
-/// The error a failed request ends the connection with. Core's `Error` is not `Clone`
-/// (it holds `io::Error`s), so the socket error is carried over by kind and message.
-fn clone_error(error: &Error, endpoint: &Endpoint) -> Error {
-    match error {
-        Error::Io { source, .. } => Error::io(
-            endpoint,
-            std::io::Error::new(source.kind(), source.to_string()),
-        ),
-        other => Error::Protocol {
-            endpoint: endpoint.clone(),
-            source: other.to_string().into(),
-        },
-    }
 }
 
 impl Connection for TcpEchoConnection {

@@ -19,6 +19,7 @@
 //! of it as soon as the connection is closing or lost, so a client's next connection
 //! carries on with the same queue, in order.
 
+use connection_core::Operation;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -761,7 +762,11 @@ impl Connection for WsConnection {
             let limit = self.shared.close_timeout;
             match tokio::time::timeout(limit, &mut *reader).await {
                 Ok(_) => Ok(()),
-                Err(_) => Err(Error::timeout(&self.shared.endpoint, "close", limit)),
+                Err(_) => Err(Error::timeout(
+                    &self.shared.endpoint,
+                    Operation::Close,
+                    limit,
+                )),
             }
         };
         self.abort();

@@ -2,9 +2,12 @@
 //! [`connection_core::Error`] (which decides whether the supervisor reconnects).
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
-use connection_core::{BoxError, ConfigError, Endpoint, EndpointError, Error, io_is_retryable};
+use connection_core::{
+    BoxError, ConfigError, Endpoint, EndpointError, Error, Operation, io_is_retryable,
+};
 use tokio_tungstenite::tungstenite;
 
 /// What went wrong, and where.
@@ -115,13 +118,13 @@ pub enum WsError {
         /// The configured limit.
         max: usize,
     },
-    /// An operation ran out of time (`"connect"`, `"close"`, ...).
+    /// An operation ran out of time (connect, close, ...).
     #[error("{operation} on {endpoint} timed out after {after:?}")]
     Timeout {
         /// The connection's endpoint.
         endpoint: Endpoint,
         /// What timed out.
-        operation: &'static str,
+        operation: Operation,
         /// The limit.
         after: Duration,
     },
@@ -299,8 +302,14 @@ impl From<WsError> for Error {
         match e {
             WsError::Config(c) => Error::Config(c),
             WsError::InvalidUrl(u) => Error::InvalidEndpoint(u),
-            WsError::Connect { endpoint, source } => Error::Connect { endpoint, source },
-            WsError::Tls { endpoint, source } => Error::Tls { endpoint, source },
+            WsError::Connect { endpoint, source } => Error::Connect {
+                endpoint,
+                source: Arc::new(source),
+            },
+            WsError::Tls { endpoint, source } => Error::Tls {
+                endpoint,
+                source: Arc::from(source),
+            },
             WsError::Rejected {
                 endpoint,
                 status: status @ (401 | 403),
@@ -316,18 +325,20 @@ impl From<WsError> for Error {
                 retry_after,
             },
             WsError::Handshake { endpoint, source } | WsError::Protocol { endpoint, source } => {
-                Error::Protocol { endpoint, source }
+                Error::Protocol {
+                    endpoint,
+                    source: Arc::from(source),
+                }
             }
-            WsError::Io { endpoint, source } => Error::Io { endpoint, source },
+            WsError::Io { endpoint, source } => Error::Io {
+                endpoint,
+                source: Arc::new(source),
+            },
             WsError::Timeout {
                 endpoint,
                 operation,
                 after,
-            } => Error::Timeout {
-                endpoint,
-                operation,
-                after,
-            },
+            } => Error::timeout(&endpoint, operation, after),
             WsError::Closed { endpoint } => Error::Closed { endpoint },
             WsError::Shutdown { endpoint } => Error::Shutdown { endpoint },
             other @ (WsError::MessageTooLarge { .. }
@@ -343,7 +354,7 @@ impl From<WsError> for Error {
                 };
                 Error::Other {
                     endpoint,
-                    source: Box::new(other),
+                    source: Arc::new(other),
                     retryable,
                 }
             }

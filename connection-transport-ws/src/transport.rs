@@ -1,5 +1,6 @@
 //! [`WsTransport`]: opens one WebSocket connection per `connect()`, never retrying.
 
+use connection_core::Operation;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -109,7 +110,7 @@ impl WsTransport {
             Ok(result) => result,
             Err(_) => Err(WsError::Timeout {
                 endpoint: self.config.endpoint.clone(),
-                operation: "connect",
+                operation: Operation::Connect,
                 after: limit,
             }),
         }

@@ -1,6 +1,7 @@
 //! What the retry policy adds to an operation's errors: [`TimedOut`] and
 //! [`ConnectPhase`].
 
+use connection_core::Operation;
 use std::time::Duration;
 
 use connection_core::{Endpoint, Error, Rejected};
@@ -65,11 +66,13 @@ impl TimedOut {
         self.after
     }
 
-    /// An [`Error::Timeout`] on `endpoint`, operation `"attempt"` or `"retry"`.
+    /// An [`Error::Timeout`] on `endpoint`, operation [`Operation::Attempt`]
+    /// (retryable) or [`Operation::RetryDeadline`] (final: it stays non-retryable in
+    /// core's error too).
     pub fn into_error(self, endpoint: &Endpoint) -> Error {
         let operation = match self.limit {
-            TimeLimit::Attempt => "attempt",
-            TimeLimit::Deadline => "retry",
+            TimeLimit::Attempt => Operation::Attempt,
+            TimeLimit::Deadline => Operation::RetryDeadline,
         };
         Error::timeout(endpoint, operation, self.after)
     }
@@ -109,7 +112,7 @@ impl ConnectPhase for Error {
             Error::Connect { .. }
                 | Error::Rejected(_)
                 | Error::Timeout {
-                    operation: "connect",
+                    operation: Operation::Connect,
                     ..
                 }
         )
@@ -143,11 +146,11 @@ mod tests {
         let yes = [
             Error::connect(&ep, io::ErrorKind::ConnectionRefused.into()),
             Error::Rejected(Rejected::new(RejectReason::CircuitOpen)),
-            Error::timeout(&ep, "connect", Duration::from_secs(1)),
+            Error::timeout(&ep, Operation::Connect, Duration::from_secs(1)),
         ];
         let no = [
             Error::io(&ep, io::ErrorKind::ConnectionReset.into()),
-            Error::timeout(&ep, "attempt", Duration::from_secs(1)),
+            Error::timeout(&ep, Operation::Attempt, Duration::from_secs(1)),
             Error::Closed {
                 endpoint: ep.clone(),
             },
@@ -176,7 +179,7 @@ mod tests {
         assert!(matches!(
             d.into_error(&ep),
             Error::Timeout {
-                operation: "retry",
+                operation: Operation::RetryDeadline,
                 ..
             }
         ));

@@ -1,5 +1,6 @@
 //! [`Retry`]: a [`Transport`] whose connects are retried.
 
+use connection_core::Operation;
 use connection_core::{Endpoint, Error, Transport};
 
 use super::{RetryPolicy, TimedOut};
@@ -65,7 +66,7 @@ impl<T: Transport> Transport for Retry<T> {
             .execute(
                 || self.inner.connect(),
                 None,
-                |t: TimedOut| Error::timeout(endpoint, "connect", t.after()),
+                |t: TimedOut| Error::timeout(endpoint, Operation::Connect, t.after()),
             )
             .await
     }
