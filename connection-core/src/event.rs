@@ -161,16 +161,6 @@ pub enum EventKind {
         /// How long until it starts.
         delay: Duration,
     },
-    /// A retry policy will run the operation again after `delay`.
-    Retrying {
-        /// The attempt about to be made (2 for the first retry).
-        attempt: u32,
-        /// How long until it starts.
-        delay: Duration,
-        /// The failure that caused the retry, as text (the operation's error type is
-        /// the caller's, so only its message travels).
-        error: Arc<str>,
-    },
     /// The state machine moved.
     StateChanged {
         /// Previous state.
@@ -185,69 +175,93 @@ pub enum EventKind {
         /// New rating.
         to: HealthStatus,
     },
-    /// A failover group moved traffic from one route to another.
-    Failover {
-        /// The route that was primary, if any.
-        from: Option<Arc<str>>,
-        /// The new primary route.
-        to: Arc<str>,
-        /// Why the group failed over.
-        reason: Arc<str>,
-    },
-    /// The primary of a group changed for a reason other than failure (manual switch or
-    /// automatic return to the preferred route).
-    PrimaryChanged {
-        /// The previous primary, if any.
-        from: Option<Arc<str>>,
-        /// The new primary.
-        to: Arc<str>,
-    },
-    /// A circuit breaker opened; calls are refused until the wait is over.
-    CircuitOpened {
-        /// How long until it admits a probe call.
-        wait: Duration,
-    },
-    /// A circuit breaker admits probe calls.
-    CircuitHalfOpen,
-    /// A circuit breaker closed again.
-    CircuitClosed,
-    /// A rate limiter delayed or refused a call.
-    RateLimited {
-        /// How long until a permit is available.
-        retry_after: Duration,
-    },
     /// An error that did not (yet) change the state, e.g. a failed connect attempt.
     Error {
         /// The error.
         error: Arc<Error>,
     },
-    /// A pooled connection has been checked out longer than the pool's leak threshold.
-    ConnectionLeak {
-        /// How long it had been out when noticed.
-        held: Duration,
-        /// Where it was taken, as `file:line:column`.
-        taken_at: Arc<str>,
-    },
+    /// An event defined by a crate built on this one: a failover group's switch, a
+    /// circuit breaker's transition, a pool's leak report, a retry. Core needs no
+    /// variant for each; see [`ExtensionEvent`] and [`EventKind::downcast_ref`].
+    Extension(Arc<dyn ExtensionEvent>),
+}
+
+/// An event that a crate built on core defines for itself (a failover group's
+/// `Failover`, a breaker's `CircuitOpened`, a pool's `ConnectionLeak`), carried as
+/// [`EventKind::Extension`] on the same bus as every other event.
+///
+/// Subscribers select them by [`name`](Self::name) with [`EventFilter::extensions`] and
+/// read their data back with [`EventKind::downcast_ref`].
+///
+/// ```
+/// use connection_core::{EventFilter, EventKind, ExtensionEvent, Severity};
+/// use std::any::Any;
+///
+/// #[derive(Debug)]
+/// struct CacheEvicted { entries: usize }
+///
+/// impl std::fmt::Display for CacheEvicted {
+///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+///         write!(f, "cache evicted {} entries", self.entries)
+///     }
+/// }
+///
+/// impl ExtensionEvent for CacheEvicted {
+///     fn name(&self) -> &'static str { "cache_evicted" }
+///     fn severity(&self) -> Severity { Severity::Info }
+///     fn as_any(&self) -> &dyn Any { self }
+/// }
+///
+/// let kind = EventKind::extension(CacheEvicted { entries: 3 });
+/// assert_eq!(kind.downcast_ref::<CacheEvicted>().map(|e| e.entries), Some(3));
+/// assert_eq!(kind.to_string(), "cache evicted 3 entries");
+/// let filter = EventFilter::all().extensions(["cache_evicted"]);
+/// # let _ = filter;
+/// ```
+pub trait ExtensionEvent: fmt::Display + fmt::Debug + Send + Sync + 'static {
+    /// A short, stable, snake_case name (`"failover"`, `"circuit_opened"`): what filters
+    /// select on.
+    fn name(&self) -> &'static str;
+
+    /// How much it matters.
+    fn severity(&self) -> Severity;
+
+    /// The event as `Any`, for [`EventKind::downcast_ref`]; implement as `self`.
+    fn as_any(&self) -> &dyn std::any::Any;
 }
 
 impl EventKind {
+    /// An [`EventKind::Extension`] carrying `event`.
+    pub fn extension(event: impl ExtensionEvent) -> Self {
+        Self::Extension(Arc::new(event))
+    }
+
+    /// The extension event of type `T`, if this is one.
+    pub fn downcast_ref<T: ExtensionEvent>(&self) -> Option<&T> {
+        match self {
+            Self::Extension(e) => e.as_any().downcast_ref::<T>(),
+            _ => None,
+        }
+    }
+
+    /// The extension event's name, if this is one.
+    pub fn extension_name(&self) -> Option<&'static str> {
+        match self {
+            Self::Extension(e) => Some(e.name()),
+            _ => None,
+        }
+    }
+
     /// The kind without its data.
     pub fn event_type(&self) -> EventType {
         match self {
             Self::Connected => EventType::Connected,
             Self::Disconnected { .. } => EventType::Disconnected,
             Self::Reconnecting { .. } => EventType::Reconnecting,
-            Self::Retrying { .. } => EventType::Retrying,
             Self::StateChanged { .. } => EventType::StateChanged,
             Self::HealthChanged { .. } => EventType::HealthChanged,
-            Self::Failover { .. } => EventType::Failover,
-            Self::PrimaryChanged { .. } => EventType::PrimaryChanged,
-            Self::CircuitOpened { .. } => EventType::CircuitOpened,
-            Self::CircuitHalfOpen => EventType::CircuitHalfOpen,
-            Self::CircuitClosed => EventType::CircuitClosed,
-            Self::RateLimited { .. } => EventType::RateLimited,
             Self::Error { .. } => EventType::Error,
-            Self::ConnectionLeak { .. } => EventType::ConnectionLeak,
+            Self::Extension(_) => EventType::Extension,
         }
     }
 
@@ -259,14 +273,8 @@ impl EventKind {
                 to: ConnectionState::Failed,
                 ..
             } => Severity::Error,
-            Self::StateChanged { .. } | Self::RateLimited { .. } | Self::Retrying { .. } => {
-                Severity::Debug
-            }
-            Self::Connected
-            | Self::Reconnecting { .. }
-            | Self::PrimaryChanged { .. }
-            | Self::CircuitHalfOpen
-            | Self::CircuitClosed => Severity::Info,
+            Self::StateChanged { .. } => Severity::Debug,
+            Self::Connected | Self::Reconnecting { .. } => Severity::Info,
             Self::Disconnected {
                 reason: DisconnectReason::Shutdown | DisconnectReason::Restart,
             } => Severity::Info,
@@ -274,12 +282,9 @@ impl EventKind {
                 to: HealthStatus::Healthy | HealthStatus::Unknown,
                 ..
             } => Severity::Info,
-            Self::Disconnected { .. }
-            | Self::HealthChanged { .. }
-            | Self::Failover { .. }
-            | Self::CircuitOpened { .. }
-            | Self::ConnectionLeak { .. } => Severity::Warn,
+            Self::Disconnected { .. } | Self::HealthChanged { .. } => Severity::Warn,
             Self::Error { .. } => Severity::Error,
+            Self::Extension(e) => e.severity(),
         }
     }
 }
@@ -292,36 +297,10 @@ impl fmt::Display for EventKind {
             Self::Reconnecting { attempt, delay } => {
                 write!(f, "reconnecting (attempt {attempt} in {delay:?})")
             }
-            Self::Retrying {
-                attempt,
-                delay,
-                error,
-            } => {
-                write!(
-                    f,
-                    "retrying (attempt {attempt} in {delay:?}) after: {error}"
-                )
-            }
             Self::StateChanged { from, to } => write!(f, "state {from} -> {to}"),
             Self::HealthChanged { from, to } => write!(f, "health {from} -> {to}"),
-            Self::Failover { from, to, reason } => {
-                write!(
-                    f,
-                    "failover {} -> {to} ({reason})",
-                    from.as_deref().unwrap_or("none")
-                )
-            }
-            Self::PrimaryChanged { from, to } => {
-                write!(f, "primary {} -> {to}", from.as_deref().unwrap_or("none"))
-            }
-            Self::CircuitOpened { wait } => write!(f, "circuit opened for {wait:?}"),
-            Self::CircuitHalfOpen => f.write_str("circuit half-open"),
-            Self::CircuitClosed => f.write_str("circuit closed"),
-            Self::RateLimited { retry_after } => write!(f, "rate limited for {retry_after:?}"),
             Self::Error { error } => write!(f, "error: {error}"),
-            Self::ConnectionLeak { held, taken_at } => {
-                write!(f, "connection held {held:?}, taken at {taken_at}")
-            }
+            Self::Extension(e) => fmt::Display::fmt(e, f),
         }
     }
 }
@@ -337,28 +316,15 @@ pub enum EventType {
     Disconnected,
     /// See [`EventKind::Reconnecting`].
     Reconnecting,
-    /// See [`EventKind::Retrying`].
-    Retrying,
     /// See [`EventKind::StateChanged`].
     StateChanged,
     /// See [`EventKind::HealthChanged`].
     HealthChanged,
-    /// See [`EventKind::Failover`].
-    Failover,
-    /// See [`EventKind::PrimaryChanged`].
-    PrimaryChanged,
-    /// See [`EventKind::CircuitOpened`].
-    CircuitOpened,
-    /// See [`EventKind::CircuitHalfOpen`].
-    CircuitHalfOpen,
-    /// See [`EventKind::CircuitClosed`].
-    CircuitClosed,
-    /// See [`EventKind::RateLimited`].
-    RateLimited,
     /// See [`EventKind::Error`].
     Error,
-    /// See [`EventKind::ConnectionLeak`].
-    ConnectionLeak,
+    /// See [`EventKind::Extension`]: every extension event, whatever its name (see
+    /// [`EventFilter::extensions`] to pick some).
+    Extension,
 }
 
 impl EventType {
@@ -399,6 +365,8 @@ pub struct EventFilter {
     names: Option<Vec<Arc<str>>>,
     /// Bit set of [`EventType`]s; 0 means all.
     types: u32,
+    /// Extension events by name; `None` means all of them (when their type passes).
+    extensions: Option<Vec<&'static str>>,
     min_severity: Option<Severity>,
 }
 
@@ -426,6 +394,15 @@ impl EventFilter {
         self
     }
 
+    /// Only extension events with these names (see [`ExtensionEvent::name`]), besides
+    /// the types chosen with [`types`](Self::types); may be called several times.
+    /// `EventFilter::all().extensions(["failover"])` takes failover events only.
+    pub fn extensions(mut self, names: impl IntoIterator<Item = &'static str>) -> Self {
+        self.types |= EventType::Extension.bit();
+        self.extensions.get_or_insert_with(Vec::new).extend(names);
+        self
+    }
+
     /// Only events at least this severe.
     pub fn min_severity(mut self, severity: Severity) -> Self {
         self.min_severity = Some(severity);
@@ -435,6 +412,10 @@ impl EventFilter {
     /// Whether `event` passes the filter.
     pub fn matches(&self, event: &Event) -> bool {
         (self.types == 0 || self.types & event.event_type().bit() != 0)
+            && match (&self.extensions, event.kind.extension_name()) {
+                (Some(names), Some(name)) => names.contains(&name),
+                _ => true,
+            }
             && self.min_severity.is_none_or(|min| event.severity() >= min)
             && self
                 .connections
@@ -469,7 +450,10 @@ pub struct Lagged {
 /// let bus = EventBus::new(64);
 /// let mut connected = bus.subscribe(EventFilter::all().types([EventType::Connected]));
 /// let id = ConnectionId::next();
-/// bus.publish(Event::new(id, "db".into(), EventKind::CircuitHalfOpen));
+/// bus.publish(Event::new(id, "db".into(), EventKind::Reconnecting {
+///     attempt: 1,
+///     delay: std::time::Duration::ZERO,
+/// }));
 /// bus.publish(Event::new(id, "db".into(), EventKind::Connected));
 /// let event = connected.next().await.unwrap().unwrap();
 /// assert_eq!(event.event_type(), EventType::Connected);

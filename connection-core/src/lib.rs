@@ -72,7 +72,7 @@ pub use error::{
 };
 pub use event::{
     DisconnectReason, Event, EventBus, EventFilter, EventKind, EventStream, EventType,
-    HealthStatus, Lagged, Severity,
+    ExtensionEvent, HealthStatus, Lagged, Severity,
 };
 pub use id::ConnectionId;
 pub use link::{Link, LinkSlot, Traffic};

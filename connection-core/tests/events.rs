@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use connection_core::{
     ConnectionId, ConnectionState, ConstantBackoff, Event, EventBus, EventFilter, EventKind,
-    EventType, Lagged, Severity, Supervisor,
+    EventType, ExtensionEvent, Lagged, Severity, Supervisor,
 };
 use connection_testkit::{TcpEchoServer, TcpEchoTransport};
 use futures::StreamExt;
@@ -14,6 +14,95 @@ use support::wait_state;
 
 fn event(id: ConnectionId, name: &str, kind: EventKind) -> Event {
     Event::new(id, name.into(), kind)
+}
+
+/// An event a crate built on core defines for itself.
+#[derive(Debug)]
+struct Alarm {
+    level: u8,
+}
+
+impl std::fmt::Display for Alarm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "alarm level {}", self.level)
+    }
+}
+
+impl ExtensionEvent for Alarm {
+    fn name(&self) -> &'static str {
+        "alarm"
+    }
+
+    fn severity(&self) -> Severity {
+        Severity::Warn
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// Another one, to show filters by name.
+#[derive(Debug)]
+struct Note;
+
+impl std::fmt::Display for Note {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("note")
+    }
+}
+
+impl ExtensionEvent for Note {
+    fn name(&self) -> &'static str {
+        "note"
+    }
+
+    fn severity(&self) -> Severity {
+        Severity::Debug
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+#[tokio::test]
+async fn extension_events_travel_on_the_bus_and_filter_by_name() {
+    let bus = EventBus::new(16);
+    let id = ConnectionId::next();
+    let alarms = bus.subscribe(EventFilter::all().extensions(["alarm"]));
+    let health_and_notes = bus.subscribe(
+        EventFilter::all()
+            .types([EventType::HealthChanged])
+            .extensions(["note"]),
+    );
+    let every_extension = bus.subscribe(EventFilter::all().types([EventType::Extension]));
+    bus.publish(event(id, "x", EventKind::extension(Alarm { level: 3 })));
+    bus.publish(event(id, "x", EventKind::extension(Note)));
+    bus.publish(event(id, "x", EventKind::Connected));
+    drop(bus);
+
+    let names = |s: connection_core::EventStream| async move {
+        s.map(|e| e.unwrap().to_string()).collect::<Vec<_>>().await
+    };
+    let alarms: Vec<Event> = alarms.map(|e| e.unwrap()).collect().await;
+    assert_eq!(alarms.len(), 1);
+    assert_eq!(
+        alarms[0].kind.downcast_ref::<Alarm>().map(|a| a.level),
+        Some(3)
+    );
+    assert!(alarms[0].kind.downcast_ref::<Note>().is_none());
+    assert_eq!(alarms[0].severity(), Severity::Warn);
+    assert_eq!(alarms[0].event_type(), EventType::Extension);
+    assert!(
+        alarms[0].to_string().ends_with("alarm level 3"),
+        "{}",
+        alarms[0]
+    );
+    let notes = names(health_and_notes).await;
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(notes[0].ends_with("note"), "{notes:?}");
+    assert_eq!(names(every_extension).await.len(), 2);
 }
 
 #[tokio::test]
@@ -34,13 +123,7 @@ async fn filters_select_by_type_severity_connection_and_name() {
             to: ConnectionState::Connected,
         },
     ));
-    bus.publish(event(
-        b,
-        "beta",
-        EventKind::CircuitOpened {
-            wait: Duration::from_secs(1),
-        },
-    ));
+    bus.publish(event(b, "beta", EventKind::extension(Alarm { level: 1 })));
     bus.publish(event(
         a,
         "alpha",
@@ -55,10 +138,10 @@ async fn filters_select_by_type_severity_connection_and_name() {
         s.map(|e| e.unwrap().event_type()).collect::<Vec<_>>().await
     };
     assert_eq!(collect(by_type).await, [EventType::Connected]);
-    assert_eq!(collect(warn_up).await, [EventType::CircuitOpened]);
+    assert_eq!(collect(warn_up).await, [EventType::Extension]);
     assert_eq!(
         collect(only_b).await,
-        [EventType::StateChanged, EventType::CircuitOpened]
+        [EventType::StateChanged, EventType::Extension]
     );
     assert_eq!(
         collect(by_name).await,

@@ -1,5 +1,6 @@
 //! [`FailoverGroup`]: several routes to one service, exactly one of them primary.
 
+use crate::events::{Failover, PrimaryChanged};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Weak};
@@ -57,8 +58,8 @@ use crate::monitor::usable;
 /// Group events (`Failover`, `PrimaryChanged`, the group's `HealthChanged`) are published
 /// on the manager's bus under the group's own [`ConnectionId`] and name.
 ///
-/// [`PrimaryChanged`]: connection_core::EventKind::PrimaryChanged
-/// [`Failover`]: connection_core::EventKind::Failover
+/// [`PrimaryChanged`]: crate::events::PrimaryChanged
+/// [`Failover`]: crate::events::Failover
 ///
 /// Cheap to clone; clones share the group. The group keeps its routes' connections
 /// alive while it exists.
@@ -209,15 +210,18 @@ impl GroupInner {
         match failover {
             Some((lost, reason)) => {
                 tracing::warn!(group = %self.name, from = %lost, to = %to_name, %reason, "failover");
-                self.publish(EventKind::Failover {
-                    from: Some(lost),
-                    to: to_name,
-                    reason,
-                });
+                self.publish(
+                    Failover {
+                        from: Some(lost),
+                        to: to_name,
+                        reason,
+                    }
+                    .into(),
+                );
             }
             None => {
                 tracing::info!(group = %self.name, from = ?from, to = %to_name, "primary changed");
-                self.publish(EventKind::PrimaryChanged { from, to: to_name });
+                self.publish(PrimaryChanged { from, to: to_name }.into());
             }
         }
         self.set_health(st, HealthStatus::Healthy);

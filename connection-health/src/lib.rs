@@ -36,8 +36,8 @@
 //! ## Example
 //!
 //! ```no_run
-//! use connection_health::{ConnectionManager, ConnectionOptions, HealthCheck};
-//! use connection_core::{EventFilter, EventType, Transport};
+//! use connection_health::{ConnectionManager, ConnectionOptions, Failover, HealthCheck};
+//! use connection_core::{EventFilter, Transport};
 //! use futures::StreamExt;
 //! use std::time::Duration;
 //!
@@ -55,7 +55,7 @@
 //!     .parallel(true)
 //!     .build()?;
 //!
-//! let mut failovers = manager.subscribe(EventFilter::all().types([EventType::Failover]));
+//! let mut failovers = manager.subscribe(EventFilter::all().extensions([Failover::NAME]));
 //! while let Some(Ok(event)) = failovers.next().await {
 //!     println!("{event}; primary is now {:?}", group.primary());
 //! }
@@ -68,6 +68,7 @@ mod check;
 mod config;
 mod entry;
 mod error;
+pub mod events;
 mod failover;
 mod health;
 mod link;
@@ -79,6 +80,7 @@ mod report;
 pub use check::{CheckFn, CheckFuture, HealthCheck, HealthCheckBuilder};
 pub use config::{ENV_PREFIX, ManagerConfig, ManagerConfigBuilder};
 pub use error::HealthError;
+pub use events::{Failover, PrimaryChanged};
 pub use failover::{FailoverGroup, FailoverGroupBuilder, RouteStatus};
 pub use link::GroupLink;
 pub use manager::{ConnectionManager, ConnectionManagerBuilder};

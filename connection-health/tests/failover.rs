@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use connection_core::{EventFilter, EventKind, EventType, HealthStatus};
-use connection_health::{ConnectionManager, HealthCheck, HealthError};
+use connection_health::{ConnectionManager, Failover, HealthCheck, HealthError, PrimaryChanged};
 use connection_testkit::TcpEchoServer;
 use support::{echo, next_matching, quick, wait_health, wait_primary, wait_until};
 use tokio::time::Instant;
@@ -28,13 +28,13 @@ fn manager(interval: Duration) -> ConnectionManager {
 
 /// The group's own events, as (type, from, to) strings.
 fn describe(kind: &EventKind) -> String {
+    if let Some(PrimaryChanged { from, to, .. }) = kind.downcast_ref() {
+        return format!("primary {} -> {to}", from.as_deref().unwrap_or("none"));
+    }
+    if let Some(Failover { from, to, .. }) = kind.downcast_ref() {
+        return format!("failover {} -> {to}", from.as_deref().unwrap_or("none"));
+    }
     match kind {
-        EventKind::PrimaryChanged { from, to } => {
-            format!("primary {} -> {to}", from.as_deref().unwrap_or("none"))
-        }
-        EventKind::Failover { from, to, .. } => {
-            format!("failover {} -> {to}", from.as_deref().unwrap_or("none"))
-        }
         EventKind::HealthChanged { from, to } => format!("group {from} -> {to}"),
         other => format!("{other}"),
     }
@@ -60,7 +60,7 @@ async fn primary_killed_fails_over_then_recovers() {
         .build()
         .unwrap();
     let mut events = group.subscribe(EventFilter::all());
-    let mut failovers = group.subscribe(EventFilter::all().types([EventType::Failover]));
+    let mut failovers = group.subscribe(EventFilter::all().extensions([Failover::NAME]));
     let mut a_health = manager.subscribe(
         EventFilter::all()
             .name("a")
@@ -74,8 +74,10 @@ async fn primary_killed_fails_over_then_recovers() {
     let mut primary = group.watch_primary();
     wait_primary(&mut primary, "b", support::WAIT, "failover in time").await;
     let failover = next_matching(&mut failovers, |_| true).await;
-    match &failover.kind {
-        EventKind::Failover { from, to, reason } => {
+    match failover.kind.downcast_ref::<Failover>() {
+        Some(Failover {
+            from, to, reason, ..
+        }) => {
             assert_eq!(from.as_deref(), Some("a"));
             assert_eq!(&**to, "b");
             assert!(reason.contains("a is unhealthy"), "{reason}");
@@ -276,7 +278,7 @@ async fn lazy_standby_starts_when_needed() {
         .route("b", 1)
         .build()
         .unwrap();
-    let mut events = group.subscribe(EventFilter::all().types([EventType::Failover]));
+    let mut events = group.subscribe(EventFilter::all().extensions([Failover::NAME]));
     let mut primary = group.watch_primary();
     wait_primary(&mut primary, "a", support::WAIT, "first election").await;
     assert_eq!(

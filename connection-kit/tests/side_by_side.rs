@@ -6,10 +6,10 @@
 use std::time::Duration;
 
 use connection_kit::health::{
-    ConnectionManager, ConnectionOptions, FailoverGroup, HealthCheck, HealthStatus,
+    ConnectionManager, ConnectionOptions, Failover, FailoverGroup, HealthCheck, HealthStatus,
 };
 use connection_kit::ws::{Message, WsClient, WsConfig, WsSender, WsTransport};
-use connection_kit::{ConnectionState, EventFilter, EventKind, EventType};
+use connection_kit::{ConnectionState, EventFilter};
 use connection_testkit::{LoopbackServer, TcpEchoServer, TcpEchoTransport};
 use futures::{SinkExt, StreamExt};
 
@@ -131,7 +131,7 @@ async fn websocket_and_tcp_side_by_side_with_failover() {
         .unwrap();
 
     // The primary's server goes away: the group fails over without waiting for a probe.
-    let mut failovers = manager.subscribe(EventFilter::all().types([EventType::Failover]));
+    let mut failovers = manager.subscribe(EventFilter::all().extensions([Failover::NAME]));
     ws_a.stop().await;
     let stopped = tokio::time::Instant::now();
     wait_primary(&group, "ws-b").await;
@@ -148,7 +148,7 @@ async fn websocket_and_tcp_side_by_side_with_failover() {
         .unwrap()
         .unwrap()
         .unwrap();
-    assert!(matches!(event.kind, EventKind::Failover { .. }), "{event}");
+    assert!(event.kind.downcast_ref::<Failover>().is_some(), "{event}");
 
     // It comes back and, once it has passed the recovery threshold, takes over again.
     ws_a.restart().await.unwrap();

@@ -103,7 +103,7 @@ pub struct PoolConfig {
     /// What happens to a connection being validated when its `get` is cancelled.
     pub cancelled_validation: CancelledValidation,
     /// A connection checked out longer than this is reported once, as a tracing warning
-    /// and a [`ConnectionLeak`](connection_core::EventKind::ConnectionLeak) event naming
+    /// and a [`ConnectionLeak`](crate::events::ConnectionLeak) event naming
     /// where it was taken; `None` (the default) turns leak detection off.
     pub leak_threshold: Option<Duration>,
 }

@@ -71,6 +71,7 @@
 
 mod config;
 mod error;
+pub mod events;
 mod inner;
 mod keyed;
 mod maintainer;
@@ -79,6 +80,7 @@ mod status;
 
 pub use config::{CancelledValidation, Fairness, PoolConfig, PoolConfigBuilder, QueueOrder};
 pub use error::PoolError;
+pub use events::ConnectionLeak;
 pub use keyed::KeyedPool;
 pub use pool::{Pool, PoolBuilder, PoolGuard};
 pub use status::{ClosedCounts, PoolMetrics, Status};

@@ -16,11 +16,12 @@
 //! configured interval, so connections returned meanwhile are looked at in time) or
 //! until woken: a slot freed below `min_idle`, `close`, or the last handle dropped.
 
+use crate::events::ConnectionLeak;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use connection_core::{EventKind, Transport};
+use connection_core::Transport;
 use futures::future::join_all;
 use tokio::time::Instant;
 
@@ -175,9 +176,12 @@ fn report_leaks<T: Transport>(shared: &Shared<T>, now: Instant) -> Option<Instan
             taken_at = %at,
             "pool connection held longer than leak_threshold"
         );
-        shared.publish(shared.id, || EventKind::ConnectionLeak {
-            held,
-            taken_at: at.to_string().into(),
+        shared.publish(shared.id, || {
+            ConnectionLeak {
+                held,
+                taken_at: at.to_string().into(),
+            }
+            .into()
         });
     }
     next

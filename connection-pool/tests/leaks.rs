@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use connection_core::{EventBus, EventFilter, EventKind, EventType};
-use connection_pool::Pool;
+use connection_pool::{ConnectionLeak, Pool};
 use futures::{FutureExt, StreamExt};
 use support::Mem;
 
@@ -25,10 +25,8 @@ fn drain(events: &mut connection_core::EventStream) -> Vec<EventKind> {
 fn leaks(kinds: &[EventKind]) -> Vec<(Duration, String)> {
     kinds
         .iter()
-        .filter_map(|k| match k {
-            EventKind::ConnectionLeak { held, taken_at } => Some((*held, taken_at.to_string())),
-            _ => None,
-        })
+        .filter_map(|k| k.downcast_ref::<ConnectionLeak>())
+        .map(|l| (l.held, l.taken_at.to_string()))
         .collect()
 }
 
@@ -48,7 +46,7 @@ fn leak_pool(bus: &EventBus) -> Pool<Mem> {
 #[tokio::test(start_paused = true)]
 async fn a_guard_held_too_long_is_reported_once_with_its_location() {
     let bus = EventBus::new(64);
-    let mut events = bus.subscribe(EventFilter::all().types([EventType::ConnectionLeak]));
+    let mut events = bus.subscribe(EventFilter::all().extensions([ConnectionLeak::NAME]));
     let pool = leak_pool(&bus);
 
     // Returned in time, several times over: never reported.
@@ -95,7 +93,7 @@ async fn a_guard_held_too_long_is_reported_once_with_its_location() {
 #[tokio::test(start_paused = true)]
 async fn a_waiter_served_by_handoff_is_watched_from_its_own_call() {
     let bus = EventBus::new(64);
-    let mut events = bus.subscribe(EventFilter::all().types([EventType::ConnectionLeak]));
+    let mut events = bus.subscribe(EventFilter::all().extensions([ConnectionLeak::NAME]));
     let pool = Pool::builder(Mem::new())
         .max_size(1)
         .configure(|c| c.leak_threshold(Some(THRESHOLD)).idle_timeout(None))

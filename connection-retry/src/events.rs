@@ -1,9 +1,14 @@
-//! Where policies report what they do.
+//! Where policies report what they do, and the events they report: extension events
+//! ([`connection_core::ExtensionEvent`]) on the same bus as connection events. Select
+//! them with `EventFilter::extensions([CircuitOpened::NAME, ...])`, read them with
+//! `event.kind.downcast_ref::<CircuitOpened>()`.
 
+use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
-use connection_core::{ConnectionId, Event, EventBus, EventKind};
+use connection_core::{ConnectionId, Event, EventBus, EventKind, ExtensionEvent, Severity};
 
 /// An [`EventBus`] plus the identity that policy events are published under.
 ///
@@ -51,3 +56,148 @@ impl fmt::Debug for EventSink {
             .finish()
     }
 }
+
+/// A retry policy will run the operation again after `delay`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Retrying {
+    /// The attempt about to be made (2 for the first retry).
+    pub attempt: u32,
+    /// How long until it starts.
+    pub delay: Duration,
+    /// The failure that caused the retry, as text (the operation's error type is the
+    /// caller's, so only its message travels).
+    pub error: Arc<str>,
+}
+
+/// A circuit breaker opened; calls are refused until the wait is over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CircuitOpened {
+    /// How long until it admits a probe call.
+    pub wait: Duration,
+}
+
+/// A circuit breaker admits probe calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CircuitHalfOpen;
+
+/// A circuit breaker closed again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CircuitClosed;
+
+/// A rate limiter delayed or refused a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RateLimited {
+    /// How long until a permit is available.
+    pub retry_after: Duration,
+}
+
+impl Retrying {
+    /// The name filters select it by.
+    pub const NAME: &'static str = "retrying";
+
+    pub(crate) fn new(attempt: u32, delay: Duration, error: Arc<str>) -> Self {
+        Self {
+            attempt,
+            delay,
+            error,
+        }
+    }
+}
+
+impl CircuitOpened {
+    /// The name filters select it by.
+    pub const NAME: &'static str = "circuit_opened";
+
+    pub(crate) fn new(wait: Duration) -> Self {
+        Self { wait }
+    }
+}
+
+impl CircuitHalfOpen {
+    /// The name filters select it by.
+    pub const NAME: &'static str = "circuit_half_open";
+}
+
+impl CircuitClosed {
+    /// The name filters select it by.
+    pub const NAME: &'static str = "circuit_closed";
+}
+
+impl RateLimited {
+    /// The name filters select it by.
+    pub const NAME: &'static str = "rate_limited";
+
+    pub(crate) fn new(retry_after: Duration) -> Self {
+        Self { retry_after }
+    }
+}
+
+impl fmt::Display for Retrying {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "retrying (attempt {} in {:?}) after: {}",
+            self.attempt, self.delay, self.error
+        )
+    }
+}
+
+impl fmt::Display for CircuitOpened {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "circuit opened for {:?}", self.wait)
+    }
+}
+
+impl fmt::Display for CircuitHalfOpen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("circuit half-open")
+    }
+}
+
+impl fmt::Display for CircuitClosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("circuit closed")
+    }
+}
+
+impl fmt::Display for RateLimited {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rate limited for {:?}", self.retry_after)
+    }
+}
+
+macro_rules! extension {
+    ($ty:ty, $severity:expr) => {
+        impl ExtensionEvent for $ty {
+            fn name(&self) -> &'static str {
+                Self::NAME
+            }
+
+            fn severity(&self) -> Severity {
+                $severity
+            }
+
+            fn as_any(&self) -> &dyn Any {
+                self
+            }
+        }
+
+        impl From<$ty> for EventKind {
+            fn from(event: $ty) -> Self {
+                EventKind::extension(event)
+            }
+        }
+    };
+}
+
+// Retries and throttling are routine; an open circuit means a dependency is failing.
+extension!(Retrying, Severity::Debug);
+extension!(CircuitOpened, Severity::Warn);
+extension!(CircuitHalfOpen, Severity::Info);
+extension!(CircuitClosed, Severity::Info);
+extension!(RateLimited, Severity::Debug);

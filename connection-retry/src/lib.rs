@@ -52,7 +52,7 @@ pub mod breaker;
 pub mod bulkhead;
 mod classify;
 mod env;
-mod events;
+pub mod events;
 mod ext;
 pub mod limit;
 pub mod retry;

@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-use connection_core::{EventBus, EventFilter, EventKind, EventType, RejectReason};
+use connection_core::{EventBus, EventFilter, RejectReason};
 use connection_retry::EventSink;
+use connection_retry::events::RateLimited;
 use connection_retry::limit::{LimitMode, Quota, RateLimitConfig, RateLimiter};
 use futures::StreamExt;
 use tokio::time::Instant;
@@ -124,7 +125,7 @@ async fn a_cancelled_wait_takes_no_permit() {
 #[tokio::test(start_paused = true)]
 async fn refusals_and_waits_are_events() {
     let bus = EventBus::new(16);
-    let mut events = bus.subscribe(EventFilter::all().types([EventType::RateLimited]));
+    let mut events = bus.subscribe(EventFilter::all().extensions([RateLimited::NAME]));
     let limiter = RateLimiter::builder(Quota::per_second(2, 1).unwrap())
         .mode(LimitMode::FailFast)
         .events(EventSink::named(bus.clone(), "api"))
@@ -134,7 +135,8 @@ async fn refusals_and_waits_are_events() {
     let e = events.next().await.unwrap().unwrap();
     assert_eq!(&*e.name, "api");
     assert!(
-        matches!(e.kind, EventKind::RateLimited { retry_after } if retry_after == Duration::from_millis(500))
+        e.kind.downcast_ref::<RateLimited>().map(|r| r.retry_after)
+            == Some(Duration::from_millis(500))
     );
 }
 

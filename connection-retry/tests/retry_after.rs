@@ -4,9 +4,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use connection_core::{Endpoint, Error, EventBus, EventFilter, EventKind};
+use connection_core::{Endpoint, Error, EventBus, EventFilter};
 use connection_retry::EventSink;
 use connection_retry::backoff::BackoffStrategy;
+use connection_retry::events::Retrying;
 use connection_retry::retry::{RetryPolicy, parse_retry_after};
 use connection_testkit::LoopbackServer;
 use futures::StreamExt;
@@ -122,8 +123,8 @@ async fn retry_after_replaces_the_backoff_delay() {
     for attempt in [2, 3] {
         let event = events.next().await.unwrap().unwrap();
         assert!(
-            matches!(event.kind, EventKind::Retrying { attempt: a, delay, .. }
-                if a == attempt && delay == Duration::from_secs(3)),
+            matches!(event.kind.downcast_ref::<Retrying>(), Some(r)
+                if r.attempt == attempt && r.delay == Duration::from_secs(3)),
             "{event}"
         );
     }

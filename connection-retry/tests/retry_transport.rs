@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
-use connection_core::{Error, EventBus, EventFilter, EventKind, EventType, Transport};
+use connection_core::{Error, EventBus, EventFilter, Transport};
 use connection_retry::EventSink;
 use connection_retry::backoff::BackoffStrategy;
+use connection_retry::events::Retrying;
 use connection_retry::retry::{Retry, RetryPolicy};
 use connection_testkit::{LoopbackServer, TcpEchoServer, TcpEchoTransport};
 use futures::{FutureExt, StreamExt};
@@ -38,7 +39,7 @@ async fn refused_connects_are_retried_with_exact_delays_until_the_server_is_back
     server.stop().await;
     let transport = TcpEchoTransport::new(server.addr()).unwrap();
     let bus = EventBus::new(64);
-    let mut events = bus.subscribe(EventFilter::all().types([EventType::Retrying]));
+    let mut events = bus.subscribe(EventFilter::all().extensions([Retrying::NAME]));
     let policy = RetryPolicy::builder()
         .backoff(
             BackoffStrategy::exponential(ms(100), 2.0)
@@ -58,11 +59,12 @@ async fn refused_connects_are_retried_with_exact_delays_until_the_server_is_back
         tokio::spawn(async move {
             let mut seen = vec![];
             while let Some(Ok(event)) = events.next().await {
-                let EventKind::Retrying {
+                let Some(Retrying {
                     attempt,
                     delay,
                     error,
-                } = event.kind
+                    ..
+                }) = event.kind.downcast_ref::<Retrying>().cloned()
                 else {
                     continue;
                 };

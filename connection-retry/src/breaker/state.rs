@@ -27,6 +27,7 @@
 //! that only act when the generation matches, so a late permit from an earlier period
 //! cannot free a slot of the current one.
 
+use crate::events::{CircuitClosed, CircuitHalfOpen, CircuitOpened};
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 use std::time::Duration;
@@ -444,7 +445,7 @@ impl Inner {
         self.cold.trips.fetch_add(1, Relaxed);
         self.state.store(next(word, OPEN), Release);
         tracing::warn!(?reason, ?wait, "circuit opened");
-        self.publish(EventKind::CircuitOpened { wait });
+        self.publish(CircuitOpened::new(wait).into());
     }
 
     /// Open to half-open once the wait is over. Returns the current word, whoever set
@@ -460,7 +461,7 @@ impl Inner {
         self.cold.probes.store(generation32(new) << 32, Relaxed);
         self.state.store(new, Release);
         tracing::info!(probes = self.settings.half_open_probes, "circuit half-open");
-        self.publish(EventKind::CircuitHalfOpen);
+        self.publish(CircuitHalfOpen.into());
         new
     }
 
@@ -483,7 +484,7 @@ impl Inner {
         self.state.store(next(word, CLOSED), Release);
         if word & STATE_MASK != CLOSED {
             tracing::info!("circuit closed");
-            self.publish(EventKind::CircuitClosed);
+            self.publish(CircuitClosed.into());
         }
     }
 
@@ -501,9 +502,7 @@ impl Inner {
         }
         self.state.store(next(word, ISOLATED), Release);
         tracing::warn!("circuit isolated");
-        self.publish(EventKind::CircuitOpened {
-            wait: Duration::MAX,
-        });
+        self.publish(CircuitOpened::new(Duration::MAX).into());
     }
 
     pub(super) fn reset(&self) {

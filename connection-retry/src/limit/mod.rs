@@ -42,13 +42,14 @@ mod config;
 mod quota;
 mod transport;
 
+use crate::events::RateLimited;
 use std::fmt;
 use std::hash::Hash;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use connection_core::{EventKind, RejectReason, Rejected};
+use connection_core::{RejectReason, Rejected};
 use governor::clock::Clock;
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DashMapStateStore;
@@ -109,7 +110,7 @@ impl Policy {
             LimitMode::Wait { .. } => Ok(wait + self.jitter()),
         };
         if let Some(events) = &self.events {
-            events.publish(EventKind::RateLimited { retry_after: wait });
+            events.publish(RateLimited::new(wait).into());
         }
         outcome
     }
@@ -164,7 +165,8 @@ impl RateLimiterBuilder {
         self
     }
 
-    /// Publishes a [`EventKind::RateLimited`] for every delayed or refused call.
+    /// Publishes a [`RateLimited`] event for every delayed or
+    /// refused call.
     pub fn events(mut self, sink: EventSink) -> Self {
         self.events = Some(sink);
         self
@@ -257,7 +259,7 @@ impl RateLimiter {
         self.inner.limiter.check().map_err(|not_until| {
             let wait = not_until.wait_time_from(self.inner.clock.now());
             if let Some(events) = &self.inner.policy.events {
-                events.publish(EventKind::RateLimited { retry_after: wait });
+                events.publish(RateLimited::new(wait).into());
             }
             Rejected::new(RejectReason::RateLimited).retry_after(wait)
         })
@@ -377,7 +379,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedRateLimiter<K> {
         self.inner.limiter.check_key(key).map_err(|not_until| {
             let wait = not_until.wait_time_from(self.inner.clock.now());
             if let Some(events) = &self.inner.policy.events {
-                events.publish(EventKind::RateLimited { retry_after: wait });
+                events.publish(RateLimited::new(wait).into());
             }
             Rejected::new(RejectReason::RateLimited).retry_after(wait)
         })

@@ -34,7 +34,7 @@
 //!
 //! Every retry emits a `tracing` debug event and, with
 //! [`events`](RetryPolicyBuilder::events), an
-//! [`EventKind::Retrying`](connection_core::EventKind::Retrying). Dropping a run's
+//! [`Retrying`](crate::events::Retrying) event. Dropping a run's
 //! future cancels it at once, including mid-sleep. Time goes through `tokio::time`
 //! only, so paused-time tests control every wait and deadline.
 //!

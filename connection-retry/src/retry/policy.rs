@@ -1,5 +1,6 @@
 //! [`RetryPolicy`]: runs an operation again after retryable failures.
 
+use crate::events::Retrying;
 use std::any::Any;
 use std::fmt::{self, Display};
 use std::future::Future;
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use connection_core::{Backoff, ConfigError, Endpoint, Error, EventKind};
+use connection_core::{Backoff, ConfigError, Endpoint, Error};
 use tokio::time::Instant;
 
 use super::{ConnectPhase, RetryBudget, TimeLimit, TimedOut};
@@ -98,7 +99,7 @@ impl RetryPolicyBuilder {
         self
     }
 
-    /// Publishes an [`EventKind::Retrying`] for every retry (default: no events; every
+    /// Publishes a [`Retrying`](crate::events::Retrying) event for every retry (default: no events; every
     /// retry is also a `tracing` debug event).
     pub fn events(mut self, sink: EventSink) -> Self {
         self.events = Some(sink);
@@ -174,7 +175,7 @@ impl fmt::Debug for RetryPolicyBuilder {
 /// 4. The [budget](RetryBudget) has no retry left: returned. Refusals by a local policy
 ///    ([`Classify::rejection`], e.g. an open circuit) do not draw from it: they put no
 ///    load on the server.
-/// 5. Otherwise an [`EventKind::Retrying`] and a `tracing` event are emitted, the policy
+/// 5. Otherwise a [`Retrying`](crate::events::Retrying) event and a `tracing` event are emitted, the policy
 ///    sleeps (tokio time) and tries again.
 ///
 /// Dropping the returned future stops everything at once, mid-attempt or mid-sleep.
@@ -464,11 +465,7 @@ impl Inner {
         let attempt = retry.saturating_add(1);
         tracing::debug!(attempt, ?delay, error = %err, "retrying");
         if let Some(sink) = &self.events {
-            sink.publish(EventKind::Retrying {
-                attempt,
-                delay,
-                error: err.to_string().into(),
-            });
+            sink.publish(Retrying::new(attempt, delay, err.to_string().into()).into());
         }
     }
 }

@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use connection_kit::core::EventStream;
 use connection_kit::health::{
-    ConnectionManager, ConnectionOptions, FailoverGroup, GroupLink, HealthCheck, HealthStatus,
+    ConnectionManager, ConnectionOptions, Failover, FailoverGroup, GroupLink, HealthCheck,
+    HealthStatus, PrimaryChanged,
 };
 use connection_kit::{Event, EventFilter, EventKind, EventType};
 use connection_testkit::{EchoClient, TcpEchoServer, TcpEchoTransport};
@@ -68,11 +69,11 @@ pub(crate) async fn run() -> Result<(), BoxError> {
         options,
     )?;
     // Route health changes and the group's own switches, on one stream.
-    let mut events = manager.subscribe(EventFilter::all().types([
-        EventType::HealthChanged,
-        EventType::Failover,
-        EventType::PrimaryChanged,
-    ]));
+    let mut events = manager.subscribe(
+        EventFilter::all()
+            .types([EventType::HealthChanged])
+            .extensions([Failover::NAME, PrimaryChanged::NAME]),
+    );
     let group = manager
         .failover_group("service")
         .route("primary", 0)
@@ -170,12 +171,13 @@ async fn switch_to(
     let what = format!("group {} to switch to {route}", group.name());
     until(events, &what, show, |e| {
         e.connection == group.id()
-            && match &e.kind {
-                EventKind::Failover { to, .. } | EventKind::PrimaryChanged { to, .. } => {
-                    &**to == route
-                }
-                _ => false,
-            }
+            && (e
+                .kind
+                .downcast_ref::<Failover>()
+                .is_some_and(|f| &*f.to == route)
+                || e.kind
+                    .downcast_ref::<PrimaryChanged>()
+                    .is_some_and(|p| &*p.to == route))
     })
     .await?;
     if group.primary().as_deref() != Some(route) {

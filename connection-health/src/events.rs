@@ -1,0 +1,107 @@
+//! The failover groups' events, published as extension events
+//! ([`connection_core::ExtensionEvent`]) on the manager's bus under the group's own id
+//! and name: select them with `EventFilter::extensions([Failover::NAME,
+//! PrimaryChanged::NAME])`, read them with `event.kind.downcast_ref::<Failover>()`.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
+use connection_core::{EventKind, ExtensionEvent, Severity};
+
+/// A failover group moved traffic from one route to another because the primary
+/// stopped being usable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Failover {
+    /// The route that was primary, if any.
+    pub from: Option<Arc<str>>,
+    /// The new primary route.
+    pub to: Arc<str>,
+    /// Why the group failed over.
+    pub reason: Arc<str>,
+}
+
+/// The primary of a group changed for a reason other than failure (a manual switch,
+/// or the automatic return to the preferred route).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PrimaryChanged {
+    /// The previous primary, if any.
+    pub from: Option<Arc<str>>,
+    /// The new primary.
+    pub to: Arc<str>,
+}
+
+impl Failover {
+    /// The name filters select it by.
+    pub const NAME: &'static str = "failover";
+}
+
+impl PrimaryChanged {
+    /// The name filters select it by.
+    pub const NAME: &'static str = "primary_changed";
+}
+
+impl fmt::Display for Failover {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "failover {} -> {} ({})",
+            self.from.as_deref().unwrap_or("none"),
+            self.to,
+            self.reason
+        )
+    }
+}
+
+impl fmt::Display for PrimaryChanged {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "primary {} -> {}",
+            self.from.as_deref().unwrap_or("none"),
+            self.to
+        )
+    }
+}
+
+impl ExtensionEvent for Failover {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn severity(&self) -> Severity {
+        Severity::Warn
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl ExtensionEvent for PrimaryChanged {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn severity(&self) -> Severity {
+        Severity::Info
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl From<Failover> for EventKind {
+    fn from(event: Failover) -> Self {
+        EventKind::extension(event)
+    }
+}
+
+impl From<PrimaryChanged> for EventKind {
+    fn from(event: PrimaryChanged) -> Self {
+        EventKind::extension(event)
+    }
+}
