@@ -23,6 +23,7 @@ use crate::state::ConnectionState;
 
 /// One thing that happened to one connection.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Event {
     /// When it happened (wall clock, for logs and exports).
     pub at: SystemTime,

@@ -404,6 +404,7 @@ impl fmt::Debug for FailoverGroup {
 
 /// One route of a [`FailoverGroup`], as seen now.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct RouteStatus {
     /// The connection's name in the manager.
     pub name: Arc<str>,

@@ -14,6 +14,7 @@ use serde::Serialize;
 ///
 /// Partial success is a normal outcome: every connection is in exactly one list.
 #[derive(Clone, Debug, Default, Serialize)]
+#[non_exhaustive]
 pub struct ConnectReport {
     /// Connected (or already connected).
     pub connected: Vec<Arc<str>>,
@@ -44,6 +45,7 @@ impl ConnectReport {
 
 /// One connection that did not connect in a `connect_all` round.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct ConnectFailure {
     /// The connection.
     pub name: Arc<str>,
@@ -64,6 +66,7 @@ pub struct ConnectFailure {
 /// [`disconnect_all`](crate::ConnectionManager::disconnect_all). Connections that were
 /// never started are in neither list.
 #[derive(Clone, Debug, Default, Serialize)]
+#[non_exhaustive]
 pub struct ShutdownReport {
     /// Closed gracefully within the deadline.
     pub graceful: Vec<Arc<str>>,
@@ -83,6 +86,7 @@ impl ShutdownReport {
 
 /// One connection of a manager, as seen now.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct ConnectionStatus {
     /// Its name in the manager.
     pub name: Arc<str>,
@@ -154,6 +158,7 @@ pub struct Statistics {
 /// Every connection's metrics, from
 /// [`ConnectionManager::metrics`](crate::ConnectionManager::metrics), sorted by name.
 #[derive(Clone, Debug, Default, Serialize)]
+#[non_exhaustive]
 pub struct MetricsReport {
     /// `(name, snapshot)` per connection.
     pub connections: Vec<(Arc<str>, MetricsSnapshot)>,

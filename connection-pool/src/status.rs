@@ -8,6 +8,7 @@ use serde::Serialize;
 
 /// The pool's occupancy at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Status {
     /// Connections open or being opened (idle + in use).
     pub size: usize,
@@ -33,6 +34,7 @@ impl fmt::Display for Status {
 
 /// Connections closed by the pool, by reason.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct ClosedCounts {
     /// Reported broken (`mark_broken`, or a state other than connected), or dropped
     /// mid-validation by a cancelled `get` ([`CancelledValidation::Discard`](crate::CancelledValidation::Discard)).
@@ -52,6 +54,7 @@ pub struct ClosedCounts {
 
 /// A serializable snapshot of the pool: status, counters and wait times.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct PoolMetrics {
     /// Occupancy.
     pub status: Status,

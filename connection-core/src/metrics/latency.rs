@@ -284,6 +284,7 @@ impl fmt::Debug for LatencyRecorder {
 /// ending in `_seconds`: `{"count": 3, "mean_seconds": 0.002, "p50_seconds": 0.002,
 /// "p99_seconds": 0.003, "max_seconds": 0.003}`. All zeros when nothing was recorded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct LatencySnapshot {
     /// Number of values recorded.
     pub count: u64,
