@@ -15,7 +15,6 @@ use connection_core::{
 use futures::StreamExt;
 use parking_lot::Mutex;
 
-use crate::failover::GroupInner;
 use crate::options::ConnectionOptions;
 
 /// The last connect error of a connection: the error (a cheap clone, with its kind) and
@@ -111,6 +110,14 @@ impl<T: Transport> Transport for Managed<T> {
     }
 }
 
+/// Hears of an entry's rating changes, in the monitor task, the moment they happen.
+/// Failover groups are the listeners; the entry knows them only through this trait, so
+/// the layers stay one-way: rating, entry, monitor, then failover on top.
+pub(crate) trait RatingListener: Send + Sync {
+    /// `entry` is now rated `to`.
+    fn on_rating(&self, entry: &Entry, to: HealthStatus);
+}
+
 /// The current supervisor of an entry and how many have been started.
 struct Slot {
     handle: Option<SupervisorHandle>,
@@ -135,9 +142,9 @@ pub(crate) struct Entry {
     slot: Mutex<Slot>,
     health: AtomicU8,
     pub(crate) last_error: LastErrorCell,
-    /// Failover groups this connection is a route of (weak: groups own their routes,
-    /// not the other way round).
-    pub(crate) groups: Mutex<Vec<Weak<GroupInner>>>,
+    /// Who hears of this connection's rating changes: the failover groups it is a route
+    /// of (weak: groups own their routes, not the other way round).
+    listeners: Mutex<Vec<Weak<dyn RatingListener>>>,
     /// For an attached connection on a bus of its own: the task copying its events onto
     /// the manager's bus, stopped with the entry.
     forward: Option<AbortOnDrop>,
@@ -253,7 +260,7 @@ impl Entry {
             }),
             health: AtomicU8::new(encode(HealthStatus::Unknown)),
             last_error,
-            groups: Mutex::new(Vec::new()),
+            listeners: Mutex::new(Vec::new()),
             forward: None,
             link: Box::new(link),
             io_type: std::any::type_name::<H>(),
@@ -333,11 +340,16 @@ impl Entry {
         self.last_error.lock().clone()
     }
 
-    /// The groups that are still alive.
-    pub(crate) fn live_groups(&self) -> Vec<Arc<GroupInner>> {
-        let mut groups = self.groups.lock();
-        groups.retain(|g| g.strong_count() > 0);
-        groups.iter().filter_map(Weak::upgrade).collect()
+    /// Registers a listener for this connection's rating changes.
+    pub(crate) fn listen(&self, listener: Weak<dyn RatingListener>) {
+        self.listeners.lock().push(listener);
+    }
+
+    /// The listeners that are still alive.
+    pub(crate) fn listeners(&self) -> Vec<Arc<dyn RatingListener>> {
+        let mut listeners = self.listeners.lock();
+        listeners.retain(|l| l.strong_count() > 0);
+        listeners.iter().filter_map(Weak::upgrade).collect()
     }
 }
 

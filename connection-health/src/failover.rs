@@ -1,27 +1,33 @@
 //! [`FailoverGroup`]: several routes to one service, exactly one of them primary.
 
-use crate::events::{Failover, PrimaryChanged};
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Weak};
 
 use connection_core::{
-    ConfigError, ConnectionId, ConnectionState, Event, EventBus, EventFilter, EventKind,
-    EventStream, HealthStatus, SupervisorHandle, Transport,
+    ConnectionId, ConnectionState, Error, Event, EventBus, EventFilter, EventKind, EventStream,
+    HealthStatus, SupervisorHandle,
 };
 use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::entry::Entry;
+use crate::entry::{Entry, RatingListener};
 use crate::error::HealthError;
-use crate::link::GroupLink;
-use crate::manager::{ConnectionManager, Shared};
-use crate::options::ConnectionOptions;
+use crate::events::{Failover, PrimaryChanged};
+use crate::health::usable;
 
-/// Adds one member connection to the manager.
-type AddMember = Box<dyn FnOnce(&ConnectionManager) -> Result<(), HealthError> + Send>;
-use crate::monitor::usable;
+/// What a group needs of whoever owns its routes' connections (the manager): starting a
+/// standby route, and rating a route down on a failure seen on its traffic. A trait, so
+/// the group sits on top of entries and ratings without knowing the manager.
+pub(crate) trait RouteOwner: Send + Sync {
+    /// Whether standby routes may be started now (not after `disconnect_all` or
+    /// `shutdown`).
+    fn may_start_standby(&self) -> bool;
+    /// Starts the route's connection unless it runs.
+    fn start_route(&self, entry: &Arc<Entry>) -> Result<(), Error>;
+    /// A connection-level failure on the route's traffic: rate it Unhealthy now.
+    fn report_lost(&self, entry: &Entry);
+}
 
 /// A group of redundant routes with one primary.
 ///
@@ -115,7 +121,7 @@ pub(crate) struct GroupInner {
     state: Mutex<GroupState>,
     primary_tx: watch::Sender<Option<Arc<str>>>,
     bus: EventBus,
-    manager: Weak<Shared>,
+    owner: Weak<dyn RouteOwner>,
 }
 
 impl GroupInner {
@@ -125,7 +131,7 @@ impl GroupInner {
     }
 
     /// Called by the health monitor after `entry`'s rating changed.
-    pub(crate) fn on_health_change(&self, entry: &Entry, to: HealthStatus) {
+    fn on_health_change(&self, entry: &Entry, to: HealthStatus) {
         let mut st = self.state.lock();
         let changed = self.routes.iter().position(|r| r.entry.key == entry.key);
         tracing::trace!(group = %self.name, route = ?changed.map(|i| &self.routes[i].name), %to, "route health changed");
@@ -240,10 +246,10 @@ impl GroupInner {
         if self.parallel {
             return;
         }
-        let Some(manager) = self.manager.upgrade() else {
+        let Some(owner) = self.owner.upgrade() else {
             return;
         };
-        if !manager.may_start_standby() {
+        if !owner.may_start_standby() {
             return;
         }
         let running = |r: &Route| {
@@ -261,7 +267,7 @@ impl GroupInner {
         }
         if let Some(next) = self.routes.iter().find(|r| !running(r)) {
             tracing::info!(group = %self.name, route = %next.name, "starting standby route");
-            if let Err(error) = manager.start_entry(&next.entry) {
+            if let Err(error) = owner.start_route(&next.entry) {
                 tracing::warn!(group = %self.name, route = %next.name, %error, "standby route failed to start");
             }
         }
@@ -351,28 +357,6 @@ impl FailoverGroup {
             .collect()
     }
 
-    /// The group as a data plane: operations on the current primary's I/O handle, with
-    /// failover on connection-level errors. `H` is the routes' I/O handle type (the
-    /// transport's [`IoOf`](connection_core::IoOf)); fails with [`HealthError::IoType`]
-    /// when a route carries another type, and with [`HealthError::UnknownConnection`]
-    /// when a route was removed from the manager.
-    pub fn link<H: Clone + Send + Sync + 'static>(&self) -> Result<GroupLink<H>, HealthError> {
-        let routes = self
-            .inner
-            .routes
-            .iter()
-            .map(|r| {
-                let link = r.entry.link::<H>().ok_or_else(|| HealthError::IoType {
-                    name: r.name.clone(),
-                    requested: std::any::type_name::<H>(),
-                    actual: r.entry.io_type(),
-                })?;
-                Ok((r.name.clone(), (link, r.entry.clone())))
-            })
-            .collect::<Result<HashMap<_, _>, HealthError>>()?;
-        Ok(GroupLink::new(self.clone(), routes))
-    }
-
     pub(crate) fn no_healthy_route(&self) -> HealthError {
         HealthError::NoHealthyRoute {
             group: self.inner.name.clone(),
@@ -380,8 +364,75 @@ impl FailoverGroup {
         }
     }
 
-    pub(crate) fn manager(&self) -> Option<Arc<Shared>> {
-        self.inner.manager.upgrade()
+    pub(crate) fn owner(&self) -> Option<Arc<dyn RouteOwner>> {
+        self.inner.owner.upgrade()
+    }
+
+    /// Each route's name and entry, in priority order.
+    pub(crate) fn route_entries(&self) -> impl Iterator<Item = (&Arc<str>, &Arc<Entry>)> {
+        self.inner.routes.iter().map(|r| (&r.name, &r.entry))
+    }
+
+    /// A group over `routes` (name, priority, entry; checked by the caller): registers
+    /// it as a listener of its routes' ratings, starts the routes the mode asks for
+    /// through `owner`, and elects a first primary.
+    #[allow(clippy::too_many_arguments)] // private; every argument is a distinct setting
+    pub(crate) fn start(
+        name: Arc<str>,
+        routes: Vec<(Arc<str>, u32, Arc<Entry>)>,
+        auto_recover: bool,
+        parallel: bool,
+        bus: EventBus,
+        owner: Arc<dyn RouteOwner>,
+    ) -> Result<Self, HealthError> {
+        let mut routes: Vec<Route> = routes
+            .into_iter()
+            .map(|(name, priority, entry)| Route {
+                name,
+                priority,
+                entry,
+            })
+            .collect();
+        routes.sort_by_key(|r| r.priority);
+        let (primary_tx, _) = watch::channel(None);
+        let inner = Arc::new(GroupInner {
+            name,
+            id: ConnectionId::next(),
+            routes,
+            auto_recover,
+            parallel,
+            state: Mutex::new(GroupState {
+                primary: None,
+                pinned: false,
+                lost: None,
+                health: HealthStatus::Unknown,
+            }),
+            primary_tx,
+            bus,
+            owner: Arc::downgrade(&owner),
+        });
+        let listener: Arc<dyn RatingListener> = inner.clone();
+        for route in &inner.routes {
+            route.entry.listen(Arc::downgrade(&listener));
+        }
+        let to_start = if inner.parallel {
+            inner.routes.len()
+        } else {
+            1
+        };
+        for route in &inner.routes[..to_start] {
+            owner
+                .start_route(&route.entry)
+                .map_err(|source| HealthError::Connection {
+                    name: route.name.clone(),
+                    source,
+                })?;
+        }
+        {
+            let mut st = inner.state.lock();
+            inner.evaluate(&mut st);
+        }
+        Ok(Self { inner })
     }
 
     /// The group's own events (`Failover`, `PrimaryChanged`, its `HealthChanged`).
@@ -418,176 +469,8 @@ pub struct RouteStatus {
     pub primary: bool,
 }
 
-/// Builds a [`FailoverGroup`] over connections of a manager; from
-/// [`ConnectionManager::failover_group`](crate::ConnectionManager::failover_group).
-#[must_use]
-pub struct FailoverGroupBuilder {
-    manager: Arc<Shared>,
-    name: Arc<str>,
-    routes: Vec<(Arc<str>, u32)>,
-    /// Connections to add to the manager at `build`, in order.
-    members: Vec<(Arc<str>, AddMember)>,
-    auto_recover: bool,
-    parallel: bool,
-}
-
-impl fmt::Debug for FailoverGroupBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FailoverGroupBuilder")
-            .field("name", &self.name)
-            .field("routes", &self.routes)
-            .field(
-                "members",
-                &self.members.iter().map(|m| &m.0).collect::<Vec<_>>(),
-            )
-            .field("auto_recover", &self.auto_recover)
-            .field("parallel", &self.parallel)
-            .finish()
-    }
-}
-
-impl FailoverGroupBuilder {
-    pub(crate) fn new(manager: Arc<Shared>, name: Arc<str>) -> Self {
-        Self {
-            manager,
-            name,
-            routes: Vec::new(),
-            members: Vec::new(),
-            auto_recover: true,
-            parallel: false,
-        }
-    }
-
-    /// Adds the manager's connection `name` as a route; lower `priority` is preferred.
-    pub fn route(mut self, name: impl Into<Arc<str>>, priority: u32) -> Self {
-        self.routes.push((name.into(), priority));
-        self
-    }
-
-    /// Adds `transport` to the manager under `name` and makes it a route; the
-    /// connection is added at [`build`](Self::build), and removed again if the build
-    /// fails. Errors as for [`ConnectionManager::add`](crate::ConnectionManager::add).
-    pub fn member<T: Transport>(
-        mut self,
-        name: impl Into<Arc<str>>,
-        transport: T,
-        options: ConnectionOptions,
-        priority: u32,
-    ) -> Self {
-        let name = name.into();
-        let add_name = name.clone();
-        self.members.push((
-            name.clone(),
-            Box::new(move |manager: &ConnectionManager| {
-                manager.add(add_name, transport, options).map(drop)
-            }),
-        ));
-        self.routes.push((name, priority));
-        self
-    }
-
-    /// Return to a better route once it has recovered (default on).
-    pub fn auto_recover(mut self, on: bool) -> Self {
-        self.auto_recover = on;
-        self
-    }
-
-    /// Keep every route connected as a hot standby (default off: standbys connect when
-    /// needed).
-    pub fn parallel(mut self, on: bool) -> Self {
-        self.parallel = on;
-        self
-    }
-
-    /// Validates the routes, starts the connections the mode asks for and returns the
-    /// group. Fails for an empty name or route list ([`HealthError::Config`], fields
-    /// `name` and `routes`), a route listed twice, or a route that is not a connection of
-    /// the manager ([`HealthError::UnknownConnection`]).
-    pub fn build(mut self) -> Result<FailoverGroup, HealthError> {
-        let members = std::mem::take(&mut self.members);
-        let manager = ConnectionManager::from_shared(self.manager.clone());
-        let mut added = Vec::with_capacity(members.len());
-        let mut result = Ok(());
-        for (name, add) in members {
-            result = add(&manager);
-            if result.is_err() {
-                break;
-            }
-            added.push(name);
-        }
-        let shared = self.manager.clone();
-        let result = result.and_then(|()| self.build_routes());
-        if result.is_err() {
-            for name in &added {
-                shared.forget_unstarted(name);
-            }
-        }
-        result
-    }
-
-    fn build_routes(self) -> Result<FailoverGroup, HealthError> {
-        if self.name.is_empty() {
-            return Err(ConfigError::new("name", "a failover group needs a name").into());
-        }
-        if self.routes.is_empty() {
-            return Err(
-                ConfigError::new("routes", "a failover group needs at least one route").into(),
-            );
-        }
-        let mut routes = Vec::with_capacity(self.routes.len());
-        for (name, priority) in &self.routes {
-            if routes.iter().any(|r: &Route| r.name == *name) {
-                return Err(ConfigError::new(
-                    "routes",
-                    format!("route `{name}` is listed twice in group `{}`", self.name),
-                )
-                .into());
-            }
-            let entry = self.manager.entry(name)?;
-            routes.push(Route {
-                name: name.clone(),
-                priority: *priority,
-                entry,
-            });
-        }
-        routes.sort_by_key(|r| r.priority);
-        let (primary_tx, _) = watch::channel(None);
-        let inner = Arc::new(GroupInner {
-            name: self.name,
-            id: ConnectionId::next(),
-            routes,
-            auto_recover: self.auto_recover,
-            parallel: self.parallel,
-            state: Mutex::new(GroupState {
-                primary: None,
-                pinned: false,
-                lost: None,
-                health: HealthStatus::Unknown,
-            }),
-            primary_tx,
-            bus: self.manager.bus.clone(),
-            manager: Arc::downgrade(&self.manager),
-        });
-        for route in &inner.routes {
-            route.entry.groups.lock().push(Arc::downgrade(&inner));
-        }
-        let to_start = if inner.parallel {
-            inner.routes.len()
-        } else {
-            1
-        };
-        for route in &inner.routes[..to_start] {
-            self.manager
-                .start_entry(&route.entry)
-                .map_err(|source| HealthError::Connection {
-                    name: route.name.clone(),
-                    source,
-                })?;
-        }
-        {
-            let mut st = inner.state.lock();
-            inner.evaluate(&mut st);
-        }
-        Ok(FailoverGroup { inner })
+impl RatingListener for GroupInner {
+    fn on_rating(&self, entry: &Entry, to: HealthStatus) {
+        self.on_health_change(entry, to);
     }
 }

@@ -7,6 +7,11 @@ use connection_core::HealthStatus;
 
 use crate::check::HealthCheck;
 
+/// Whether a rating makes a route usable (a failover group may send traffic to it).
+pub(crate) fn usable(status: HealthStatus) -> bool {
+    matches!(status, HealthStatus::Healthy | HealthStatus::Degraded)
+}
+
 /// A change of rating: `(from, to)`.
 pub(crate) type Change = Option<(HealthStatus, HealthStatus)>;
 

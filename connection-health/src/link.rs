@@ -85,8 +85,29 @@ impl<H> fmt::Debug for GroupLink<H> {
     }
 }
 
+impl FailoverGroup {
+    /// The group as a data plane: operations on the current primary's I/O handle, with
+    /// failover on connection-level errors (see [`GroupLink`]). `H` is the routes' I/O
+    /// handle type (the transport's [`IoOf`](connection_core::IoOf)); fails with
+    /// [`HealthError::IoType`] when a route carries another type.
+    pub fn link<H: Clone + Send + Sync + 'static>(&self) -> Result<GroupLink<H>, HealthError> {
+        let routes = self
+            .route_entries()
+            .map(|(name, entry)| {
+                let link = entry.link::<H>().ok_or_else(|| HealthError::IoType {
+                    name: name.clone(),
+                    requested: std::any::type_name::<H>(),
+                    actual: entry.io_type(),
+                })?;
+                Ok((name.clone(), (link, entry.clone())))
+            })
+            .collect::<Result<Routes<H>, HealthError>>()?;
+        Ok(GroupLink::new(self.clone(), routes))
+    }
+}
+
 impl<H: Clone + Send + Sync + 'static> GroupLink<H> {
-    pub(crate) fn new(group: FailoverGroup, routes: Routes<H>) -> Self {
+    fn new(group: FailoverGroup, routes: Routes<H>) -> Self {
         Self {
             group,
             routes: Arc::new(routes),
@@ -216,8 +237,8 @@ impl<H: Clone + Send + Sync + 'static> GroupLink<H> {
     fn failed(&self, route: Arc<str>, error: Error) -> HealthError {
         if error.is_connection_level() {
             let (link, entry) = &self.routes[&route];
-            if let Some(manager) = self.group.manager() {
-                manager.report_lost(entry);
+            if let Some(owner) = self.group.owner() {
+                owner.report_lost(entry);
             }
             // A connection the supervisor still believes in would stay Unhealthy until a
             // probe passes (or forever, with passive checks only): start it afresh.

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use crate::config::ManagerConfig;
 use crate::entry::{Entry, Started};
 use crate::error::HealthError;
-use crate::failover::FailoverGroupBuilder;
+use crate::failover::RouteOwner;
 use crate::monitor::{self, Cmd};
 use crate::options::ConnectionOptions;
 use crate::report::{
@@ -83,17 +83,6 @@ impl Shared {
             self.watch(entry, started.generation, started.handle.clone());
         }
         Ok(started)
-    }
-
-    /// A connection-level failure on `entry`'s traffic: rate it Unhealthy at once.
-    pub(crate) fn report_lost(&self, entry: &Entry) {
-        entry.metrics.inc_errors();
-        let _ = self.monitor_tx.send(Cmd::Lost { key: entry.key });
-    }
-
-    /// Whether failover groups may start standby routes now.
-    pub(crate) fn may_start_standby(&self) -> bool {
-        !self.suspended.load(Ordering::Acquire) && !self.closed.load(Ordering::Acquire)
     }
 
     fn resume(&self) {
@@ -242,6 +231,10 @@ impl ConnectionManagerBuilder {
 }
 
 impl ConnectionManager {
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.inner
+    }
+
     pub(crate) fn from_shared(inner: Arc<Shared>) -> Self {
         Self { inner }
     }
@@ -676,11 +669,6 @@ impl ConnectionManager {
     pub fn event_bus(&self) -> &EventBus {
         &self.inner.bus
     }
-
-    /// Starts building a failover group over connections of this manager.
-    pub fn failover_group(&self, name: impl Into<Arc<str>>) -> FailoverGroupBuilder {
-        FailoverGroupBuilder::new(self.inner.clone(), name.into())
-    }
 }
 
 impl fmt::Debug for ConnectionManager {
@@ -782,4 +770,19 @@ fn typed_link<H: Clone + Send + Sync + 'static>(entry: &Entry) -> Result<Link<H>
         requested: std::any::type_name::<H>(),
         actual: entry.io_type(),
     })
+}
+
+impl RouteOwner for Shared {
+    fn may_start_standby(&self) -> bool {
+        !self.suspended.load(Ordering::Acquire) && !self.closed.load(Ordering::Acquire)
+    }
+
+    fn start_route(&self, entry: &Arc<Entry>) -> Result<(), Error> {
+        self.start_entry(entry).map(drop)
+    }
+
+    fn report_lost(&self, entry: &Entry) {
+        entry.metrics.inc_errors();
+        let _ = self.monitor_tx.send(Cmd::Lost { key: entry.key });
+    }
 }

@@ -13,17 +13,15 @@
 //! each supervisor's `watch_traffic_failures`) count like failed probes.
 //!
 //! Every rating change is stored in the entry (read lock-free by the manager and the
-//! failover groups), published as `HealthChanged`, and handed to the connection's
-//! failover groups at once, in this task.
+//! failover groups), published as `HealthChanged`, and handed to the entry's rating
+//! listeners (its failover groups) at once, in this task.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use connection_core::{
-    ConnectionState, Error, Event, EventBus, EventKind, HealthStatus, SupervisorHandle,
-};
+use connection_core::{ConnectionState, Error, Event, EventBus, EventKind, SupervisorHandle};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::sync::{mpsc, watch};
@@ -310,12 +308,7 @@ fn publish(w: &Watched, change: Change, bus: &EventBus) {
         w.entry.name.clone(),
         EventKind::HealthChanged { from, to },
     ));
-    for group in w.entry.live_groups() {
-        group.on_health_change(&w.entry, to);
+    for listener in w.entry.listeners() {
+        listener.on_rating(&w.entry, to);
     }
-}
-
-/// Whether a rating makes a route usable.
-pub(crate) fn usable(status: HealthStatus) -> bool {
-    matches!(status, HealthStatus::Healthy | HealthStatus::Degraded)
 }
