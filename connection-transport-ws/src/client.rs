@@ -165,7 +165,6 @@ impl WsClientBuilder {
             .wired(Wiring {
                 outbox,
                 inbound: in_tx,
-                metrics: metrics.clone(),
                 sender: sender.clone(),
             });
         let bus = self

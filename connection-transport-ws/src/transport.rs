@@ -20,12 +20,15 @@ use crate::connection::{Hook, IoParts, Outbox, Session, WsConnection, WsSender, 
 use crate::error::WsError;
 use crate::stream::MaybeTls;
 
-/// Channels shared by every connection of one client.
+/// The queues of one client, shared by every connection it makes: they outlive
+/// connections by design (messages wait in order through a reconnect), so they cannot
+/// come from the data plane, which is per connection. Traffic is recorded through
+/// [`Connection::bind_traffic`](connection_core::Connection::bind_traffic) like any
+/// transport's.
 #[derive(Clone)]
 pub(crate) struct Wiring {
     pub(crate) outbox: Arc<Outbox>,
     pub(crate) inbound: mpsc::Sender<Message>,
-    pub(crate) metrics: Arc<ConnectionMetrics>,
     pub(crate) sender: WsSender,
 }
 
@@ -143,10 +146,9 @@ impl WsTransport {
             .map(Arc::from);
         tracing::debug!(%endpoint, ?subprotocol, "websocket handshake done");
 
-        let metrics = match &self.wiring {
-            Some(w) => w.metrics.clone(),
-            None => Arc::new(ConnectionMetrics::new()),
-        };
+        // Until a supervisor binds the connection's traffic (right after this returns),
+        // what the on_connect hook sends is counted here, then carried over.
+        let metrics = Arc::new(ConnectionMetrics::new());
         let ws = match &self.hook {
             Some(hook) => {
                 let session =

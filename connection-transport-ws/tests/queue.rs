@@ -142,6 +142,12 @@ async fn on_connect_runs_before_queued_messages_on_every_reconnect() {
         ["auth-0", "queued-1", "auth-1", "queued-2"]
     );
     assert_eq!(runs.load(Ordering::SeqCst), 2);
+    // The hook's traffic counts in the client's metrics too (carried over when the
+    // supervisor binds the connection's traffic): 2 auth messages and 2 queued ones out,
+    // 2 auth replies and 2 echoes in.
+    client.flushed().await;
+    let m = client.metrics();
+    assert_eq!((m.messages_out, m.messages_in), (4, 4), "{m:?}");
 }
 
 #[tokio::test(start_paused = true)]
