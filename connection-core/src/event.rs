@@ -219,6 +219,9 @@ pub enum EventKind {
 /// let filter = EventFilter::all().extensions(["cache_evicted"]);
 /// # let _ = filter;
 /// ```
+///
+/// Types with a `NAME` constant and a `Display` impl get this trait, and
+/// `From<T> for EventKind`, from [`extension_event!`](crate::extension_event).
 pub trait ExtensionEvent: fmt::Display + fmt::Debug + Send + Sync + 'static {
     /// A short, stable, snake_case name (`"failover"`, `"circuit_opened"`): what filters
     /// select on.
@@ -551,4 +554,55 @@ impl Stream for EventStream {
             }
         }
     }
+}
+
+/// Implements [`ExtensionEvent`] and `From<T> for EventKind` for an event type that has
+/// an associated `NAME: &'static str` and a `Display` impl; the second argument is its
+/// [`Severity`] variant.
+///
+/// ```
+/// use connection_core::{EventKind, Severity};
+///
+/// #[derive(Debug)]
+/// pub struct QuotaLow { pub left: u32 }
+///
+/// impl QuotaLow {
+///     pub const NAME: &'static str = "quota_low";
+/// }
+///
+/// impl std::fmt::Display for QuotaLow {
+///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+///         write!(f, "{} calls left", self.left)
+///     }
+/// }
+///
+/// connection_core::extension_event!(QuotaLow, Warn);
+///
+/// let kind: EventKind = QuotaLow { left: 3 }.into();
+/// assert_eq!(kind.severity(), Severity::Warn);
+/// assert_eq!(kind.extension_name(), Some("quota_low"));
+/// ```
+#[macro_export]
+macro_rules! extension_event {
+    ($ty:ty, $severity:ident) => {
+        impl $crate::ExtensionEvent for $ty {
+            fn name(&self) -> &'static str {
+                <$ty>::NAME
+            }
+
+            fn severity(&self) -> $crate::Severity {
+                $crate::Severity::$severity
+            }
+
+            fn as_any(&self) -> &dyn ::std::any::Any {
+                self
+            }
+        }
+
+        impl ::std::convert::From<$ty> for $crate::EventKind {
+            fn from(event: $ty) -> Self {
+                $crate::EventKind::extension(event)
+            }
+        }
+    };
 }

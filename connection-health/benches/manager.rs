@@ -169,17 +169,7 @@ async fn failover() -> Result<(), BoxError> {
             .map_err(|_| {
                 format!("trial {trial}: the primary did not recover in {SWITCH_BOUND:?}")
             })??;
-        let standby_ready = timeout(SWITCH_BOUND, async {
-            while !group
-                .routes()
-                .iter()
-                .any(|r| &*r.name == "standby" && r.health == HealthStatus::Healthy)
-            {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        })
-        .await;
-        if standby_ready.is_err() {
+        if !standby_healthy(&group).await {
             return Err(format!("trial {trial}: the standby is not healthy").into());
         }
         let started = Instant::now();
@@ -260,17 +250,7 @@ async fn failover_traffic(
             timeout(SWITCH_BOUND, primary.wait_for(is("primary")))
                 .await
                 .map_err(|_| format!("traffic trial {trial}: the primary did not recover"))??;
-            let standby_ready = timeout(SWITCH_BOUND, async {
-                while !group
-                    .routes()
-                    .iter()
-                    .any(|r| &*r.name == "standby" && r.health == HealthStatus::Healthy)
-                {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-            })
-            .await;
-            if standby_ready.is_err() {
+            if !standby_healthy(group).await {
                 return Err(format!("traffic trial {trial}: the standby is not healthy").into());
             }
             // Traffic is on the primary again: forget completions from before.
@@ -313,6 +293,21 @@ async fn failover_traffic(
     report("failover_traffic_switch", "ms", med);
     report("failover_traffic_failed", "count", failed as f64);
     Ok(())
+}
+
+/// Waits (bounded by `SWITCH_BOUND`) until the group's `standby` route is rated Healthy.
+async fn standby_healthy(group: &connection_health::FailoverGroup) -> bool {
+    timeout(SWITCH_BOUND, async {
+        while !group
+            .routes()
+            .iter()
+            .any(|r| &*r.name == "standby" && r.health == HealthStatus::Healthy)
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .is_ok()
 }
 
 // ---- 10,000 connections ----

@@ -3,11 +3,8 @@
 //! and name: select them with `EventFilter::extensions([Failover::NAME,
 //! PrimaryChanged::NAME])`, read them with `event.kind.downcast_ref::<Failover>()`.
 
-use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
-
-use connection_core::{EventKind, ExtensionEvent, Severity};
 
 /// A failover group moved traffic from one route to another because the primary
 /// stopped being usable.
@@ -66,42 +63,5 @@ impl fmt::Display for PrimaryChanged {
     }
 }
 
-impl ExtensionEvent for Failover {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-
-    fn severity(&self) -> Severity {
-        Severity::Warn
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
-
-impl ExtensionEvent for PrimaryChanged {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-
-    fn severity(&self) -> Severity {
-        Severity::Info
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
-
-impl From<Failover> for EventKind {
-    fn from(event: Failover) -> Self {
-        EventKind::extension(event)
-    }
-}
-
-impl From<PrimaryChanged> for EventKind {
-    fn from(event: PrimaryChanged) -> Self {
-        EventKind::extension(event)
-    }
-}
+connection_core::extension_event!(Failover, Warn);
+connection_core::extension_event!(PrimaryChanged, Info);

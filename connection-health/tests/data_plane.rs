@@ -4,12 +4,13 @@
 
 mod support;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use connection_core::{ConnectionState, Error, HealthStatus};
-use connection_health::{ConnectionManager, HealthCheck, HealthError};
+use connection_health::{ConnectionManager, FailoverGroup, GroupLink, HealthCheck, HealthError};
 use connection_testkit::{EchoClient, LoopbackServer, TcpEchoServer};
 use support::{echo, quick, wait_health, wait_primary, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -144,33 +145,39 @@ fn probing_manager() -> ConnectionManager {
         .expect("valid manager")
 }
 
+/// A probing manager with a hot-standby group `api` over `east` (preferred) and `west`,
+/// connected, east primary and west healthy; returns the group's typed link too.
+async fn east_west_group(
+    east: SocketAddr,
+    west: SocketAddr,
+) -> (ConnectionManager, FailoverGroup, GroupLink<EchoClient>) {
+    let manager = probing_manager();
+    manager.add("east", echo(east), quick()).expect("add");
+    manager.add("west", echo(west), quick()).expect("add");
+    let group = manager
+        .failover_group("api")
+        .route("east", 0)
+        .route("west", 1)
+        .parallel(true)
+        .auto_recover(true)
+        .build()
+        .expect("group");
+    manager.connect_all().await;
+    let mut primary = group.watch_primary();
+    wait_primary(&mut primary, "east", Duration::from_secs(5), "start").await;
+    wait_health(&manager, "west", HealthStatus::Healthy).await;
+    let api = group.link::<EchoClient>().expect("typed");
+    (manager, group, api)
+}
+
 #[tokio::test(start_paused = true)]
 async fn group_link_runs_on_the_primary_and_says_when_no_route_is_healthy() {
     let (mut east, mut west) = (
         TcpEchoServer::start().await.expect("bind"),
         TcpEchoServer::start().await.expect("bind"),
     );
-    let manager = probing_manager();
-    manager
-        .add("east", echo(east.addr()), quick())
-        .expect("add");
-    manager
-        .add("west", echo(west.addr()), quick())
-        .expect("add");
-    let group = manager
-        .failover_group("api")
-        .route("east", 0)
-        .route("west", 1)
-        .parallel(true)
-        .build()
-        .expect("group");
-    manager.connect_all().await;
-    let mut primary = group.watch_primary();
-    wait_primary(&mut primary, "east", Duration::from_secs(5), "start").await;
-    let api = group
-        .link::<EchoClient>()
-        .expect("typed")
-        .wait(Duration::from_millis(500));
+    let (manager, group, api) = east_west_group(east.addr(), west.addr()).await;
+    let api = api.wait(Duration::from_millis(500));
     api.run(|c| async move { c.echo(b"on east").await })
         .await
         .expect("runs");
@@ -215,26 +222,8 @@ async fn a_request_stream_survives_the_primary_dying_and_returns_after_recovery(
         TcpEchoServer::start().await.expect("bind"),
         TcpEchoServer::start().await.expect("bind"),
     );
-    let manager = probing_manager();
-    manager
-        .add("east", echo(east.addr()), quick())
-        .expect("add");
-    manager
-        .add("west", echo(west.addr()), quick())
-        .expect("add");
-    let group = manager
-        .failover_group("api")
-        .route("east", 0)
-        .route("west", 1)
-        .parallel(true)
-        .auto_recover(true)
-        .build()
-        .expect("group");
-    manager.connect_all().await;
+    let (manager, group, api) = east_west_group(east.addr(), west.addr()).await;
     let mut primary = group.watch_primary();
-    wait_primary(&mut primary, "east", Duration::from_secs(5), "start").await;
-    wait_health(&manager, "west", HealthStatus::Healthy).await;
-    let api = group.link::<EchoClient>().expect("typed");
 
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -329,25 +318,8 @@ async fn an_idempotent_request_in_flight_when_the_primary_dies_runs_again_on_the
         .expect("bind")
     };
     let west = TcpEchoServer::start().await.expect("bind");
-    let manager = probing_manager();
-    manager
-        .add("east", echo(east.addr()), quick())
-        .expect("add");
-    manager
-        .add("west", echo(west.addr()), quick())
-        .expect("add");
-    let group = manager
-        .failover_group("api")
-        .route("east", 0)
-        .route("west", 1)
-        .parallel(true)
-        .build()
-        .expect("group");
-    manager.connect_all().await;
+    let (manager, group, api) = east_west_group(east.addr(), west.addr()).await;
     let mut primary = group.watch_primary();
-    wait_primary(&mut primary, "east", Duration::from_secs(5), "start").await;
-    wait_health(&manager, "west", HealthStatus::Healthy).await;
-    let api = group.link::<EchoClient>().expect("typed");
 
     let attempts = Arc::new(AtomicU64::new(0));
     let request = {

@@ -3,12 +3,9 @@
 //! `EventFilter::extensions([ConnectionLeak::NAME])`, read them with
 //! `event.kind.downcast_ref::<ConnectionLeak>()`.
 
-use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
-
-use connection_core::{EventKind, ExtensionEvent, Severity};
 
 /// A pooled connection has been checked out longer than the pool's leak threshold.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,22 +32,4 @@ impl fmt::Display for ConnectionLeak {
     }
 }
 
-impl ExtensionEvent for ConnectionLeak {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-
-    fn severity(&self) -> Severity {
-        Severity::Warn
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
-
-impl From<ConnectionLeak> for EventKind {
-    fn from(event: ConnectionLeak) -> Self {
-        EventKind::extension(event)
-    }
-}
+connection_core::extension_event!(ConnectionLeak, Warn);

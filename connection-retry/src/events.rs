@@ -3,12 +3,11 @@
 //! them with `EventFilter::extensions([CircuitOpened::NAME, ...])`, read them with
 //! `event.kind.downcast_ref::<CircuitOpened>()`.
 
-use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use connection_core::{ConnectionId, Event, EventBus, EventKind, ExtensionEvent, Severity};
+use connection_core::{ConnectionId, Event, EventBus, EventKind};
 
 /// An [`EventBus`] plus the identity that policy events are published under.
 ///
@@ -171,33 +170,9 @@ impl fmt::Display for RateLimited {
     }
 }
 
-macro_rules! extension {
-    ($ty:ty, $severity:expr) => {
-        impl ExtensionEvent for $ty {
-            fn name(&self) -> &'static str {
-                Self::NAME
-            }
-
-            fn severity(&self) -> Severity {
-                $severity
-            }
-
-            fn as_any(&self) -> &dyn Any {
-                self
-            }
-        }
-
-        impl From<$ty> for EventKind {
-            fn from(event: $ty) -> Self {
-                EventKind::extension(event)
-            }
-        }
-    };
-}
-
 // Retries and throttling are routine; an open circuit means a dependency is failing.
-extension!(Retrying, Severity::Debug);
-extension!(CircuitOpened, Severity::Warn);
-extension!(CircuitHalfOpen, Severity::Info);
-extension!(CircuitClosed, Severity::Info);
-extension!(RateLimited, Severity::Debug);
+connection_core::extension_event!(Retrying, Debug);
+connection_core::extension_event!(CircuitOpened, Warn);
+connection_core::extension_event!(CircuitHalfOpen, Info);
+connection_core::extension_event!(CircuitClosed, Info);
+connection_core::extension_event!(RateLimited, Debug);
