@@ -60,7 +60,7 @@ mod state;
 mod supervisor;
 mod transport;
 
-pub use backoff::{Backoff, ConstantBackoff};
+pub use backoff::{Backoff, ConstantBackoff, ExponentialBackoff};
 pub use config::{
     ConfigError, ConnectionConfig, ConnectionConfigBuilder, ENV_PREFIX, from_prefixed_vars,
     require_nonzero,
@@ -78,5 +78,8 @@ pub use id::ConnectionId;
 pub use link::{Link, LinkSlot, Traffic};
 pub use metrics::{ConnectionMetrics, LatencyRecorder, LatencySnapshot, MetricsSnapshot};
 pub use state::{ConnectionState, IllegalTransition};
-pub use supervisor::{ShutdownOutcome, Supervise, Supervised, Supervisor, SupervisorHandle};
+pub use supervisor::{
+    DEFAULT_STABLE_AFTER, PRIVATE_BUS_CAPACITY, ShutdownOutcome, Supervise, Supervised, Supervisor,
+    SupervisorHandle,
+};
 pub use transport::{Connection, IoOf, Timeout, Transport, TransportExt};

@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
-use crate::backoff::{Backoff, ConstantBackoff};
+use crate::backoff::{Backoff, ConstantBackoff, ExponentialBackoff};
 use crate::config::{ConfigError, ConnectionConfig, require_nonzero};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
@@ -45,6 +45,14 @@ use crate::transport::{Connection, IoOf, Transport};
 
 /// Default bound on closing a connection the supervisor is done with.
 const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Default time a connection must stay up before its backoff starts over.
+pub const DEFAULT_STABLE_AFTER: Duration = Duration::from_secs(10);
+
+/// Capacity of the event bus a supervisor makes when it is given none: small, because a
+/// broadcast ring allocates every slot up front and supervisors can be many (1,024 slots
+/// cost about 120 KiB per connection). Share a bus ([`Supervisor::events`]) to keep more.
+pub const PRIVATE_BUS_CAPACITY: usize = 16;
 
 /// Bound on a probe asked for through a handle when no keepalive timeout is set: a
 /// blackholed peer must never hold the task (and with it loss detection) for longer.
@@ -77,7 +85,7 @@ type ProbeRequest = oneshot::Sender<Result<Duration, Error>>;
 /// # Ok(()) }
 /// ```
 #[must_use = "a supervisor does nothing until spawned"]
-pub struct Supervisor<T: Transport, B = ConstantBackoff> {
+pub struct Supervisor<T: Transport, B = ExponentialBackoff> {
     transport: T,
     backoff: B,
     name: Option<Arc<str>>,
@@ -86,22 +94,26 @@ pub struct Supervisor<T: Transport, B = ConstantBackoff> {
     connect_timeout: Option<Duration>,
     keepalive: Option<(Duration, Duration)>,
     close_timeout: Duration,
+    stable_after: Duration,
     link_slot: Option<LinkSlot<IoOf<T>>>,
 }
 
 impl<T: Transport> Supervisor<T> {
-    /// A supervisor for `transport` with the defaults: reconnect every second forever, no
-    /// connect timeout beyond the transport's own, no keepalive, a private event bus.
+    /// A supervisor for `transport` with the defaults: reconnect forever with jittered
+    /// exponential backoff ([`ExponentialBackoff::default`]: from 250 ms, at most 30 s),
+    /// which starts over once a connection has stayed up 10 s; no connect timeout beyond
+    /// the transport's own; no keepalive; a small private event bus.
     pub fn new(transport: T) -> Self {
         Self {
             transport,
-            backoff: ConstantBackoff::default(),
+            backoff: ExponentialBackoff::default(),
             name: None,
             events: None,
             metrics: None,
             connect_timeout: None,
             keepalive: None,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
+            stable_after: DEFAULT_STABLE_AFTER,
             link_slot: None,
         }
     }
@@ -119,6 +131,7 @@ impl<T: Transport, B: Backoff> Supervisor<T, B> {
             connect_timeout: self.connect_timeout,
             keepalive: self.keepalive,
             close_timeout: self.close_timeout,
+            stable_after: self.stable_after,
             link_slot: self.link_slot,
         }
     }
@@ -163,6 +176,15 @@ impl<T: Transport, B: Backoff> Supervisor<T, B> {
     /// manager.
     pub fn link_slot(mut self, slot: LinkSlot<IoOf<T>>) -> Self {
         self.link_slot = Some(slot);
+        self
+    }
+
+    /// How long a connection must stay up before the backoff starts over (default 10 s).
+    /// A connection lost sooner counts as one more failed attempt, so a server that
+    /// accepts and drops at once is retried ever more slowly instead of being hammered
+    /// at the first delay forever. `Duration::ZERO` resets on every connect.
+    pub fn stable_after(mut self, uptime: Duration) -> Self {
+        self.stable_after = uptime;
         self
     }
 
@@ -219,7 +241,10 @@ impl<T: Transport, B: Backoff> Supervisor<T, B> {
             endpoint,
             state,
             metrics: self.metrics.clone().unwrap_or_default(),
-            events: self.events.clone().unwrap_or_default(),
+            events: self
+                .events
+                .clone()
+                .unwrap_or_else(|| EventBus::new(PRIVATE_BUS_CAPACITY)),
             last_error: Mutex::new(None),
             link: Box::new(move |state, cause| publish_slot.set_state(state, cause)),
             traffic_failures: Arc::new(watch::channel(0).0),
@@ -232,6 +257,7 @@ impl<T: Transport, B: Backoff> Supervisor<T, B> {
             connect_timeout: self.connect_timeout,
             keepalive: self.keepalive,
             close_timeout: self.close_timeout,
+            stable_after: self.stable_after,
             shared: shared.clone(),
             control: control_rx,
             restarts_seen: 0,
@@ -348,6 +374,7 @@ struct Task<T: Transport, B> {
     connect_timeout: Option<Duration>,
     keepalive: Option<(Duration, Duration)>,
     close_timeout: Duration,
+    stable_after: Duration,
     shared: Arc<Shared>,
     control: watch::Receiver<Control>,
     restarts_seen: u64,
@@ -380,9 +407,16 @@ impl<T: Transport, B: Backoff> Task<T, B> {
                         self.shared.metrics.inc_reconnects();
                     }
                     ever_connected = true;
-                    attempt = 0;
-                    self.backoff.reset();
-                    self.serve(conn).await
+                    let up_since = Instant::now();
+                    let next = self.serve(conn).await;
+                    // Only a connection that held proves the peer healthy again; one
+                    // dropped at once is the next failed attempt, so the delays keep
+                    // growing against a server that accepts and closes.
+                    if up_since.elapsed() >= self.stable_after {
+                        attempt = 0;
+                        self.backoff.reset();
+                    }
+                    next
                 }
                 Ok(Err(error)) => {
                     self.shared.metrics.inc_errors();

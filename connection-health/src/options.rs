@@ -4,7 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use connection_core::{Backoff, ConfigError, ConnectionConfig, ConstantBackoff, require_nonzero};
+use connection_core::{
+    Backoff, ConfigError, ConnectionConfig, ConstantBackoff, ExponentialBackoff, require_nonzero,
+};
 use serde::{Deserialize, Serialize};
 
 /// Makes a fresh backoff for every supervisor the manager starts for a connection
@@ -16,8 +18,10 @@ pub(crate) type BackoffFactory = Arc<dyn Fn() -> Box<dyn Backoff> + Send + Sync>
 ///
 /// Serde form (every field optional, durations in milliseconds):
 /// `{"connect_timeout_ms": 10000, "keepalive_interval_ms": null, "keepalive_timeout_ms":
-/// 5000, "close_timeout_ms": 5000, "reconnect_delay_ms": 1000, "max_reconnect_attempts":
-/// null}`. A custom backoff strategy (such as `connection-retry`'s exponential backoff)
+/// 5000, "close_timeout_ms": 5000, "reconnect_delay_ms": null, "max_reconnect_attempts":
+/// null}`. Without a `reconnect_delay` the connection reconnects with jittered
+/// exponential backoff ([`ExponentialBackoff::default`]), so many connections that lose
+/// one server together do not come back in lockstep. A custom backoff strategy (such as `connection-retry`'s exponential backoff)
 /// is set with [`ConnectionOptionsBuilder::backoff`] and is not part of the serde form.
 ///
 /// ```
@@ -48,8 +52,8 @@ pub struct ConnectionOptions {
     keepalive_timeout: Duration,
     #[serde(rename = "close_timeout_ms", with = "ms")]
     close_timeout: Duration,
-    #[serde(rename = "reconnect_delay_ms", with = "ms")]
-    reconnect_delay: Duration,
+    #[serde(rename = "reconnect_delay_ms", with = "opt_ms")]
+    reconnect_delay: Option<Duration>,
     max_reconnect_attempts: Option<u32>,
     #[serde(skip)]
     backoff: Option<BackoffFactory>,
@@ -57,14 +61,15 @@ pub struct ConnectionOptions {
 
 impl Default for ConnectionOptions {
     /// Connect timeout 10 s, no keepalive (the manager's health checks probe instead),
-    /// close timeout 5 s, reconnect every second forever.
+    /// close timeout 5 s, reconnect forever with jittered exponential backoff (from
+    /// 250 ms, at most 30 s).
     fn default() -> Self {
         Self {
             connect_timeout: Some(Duration::from_secs(10)),
             keepalive_interval: None,
             keepalive_timeout: Duration::from_secs(5),
             close_timeout: Duration::from_secs(5),
-            reconnect_delay: Duration::from_secs(1),
+            reconnect_delay: None,
             max_reconnect_attempts: None,
             backoff: None,
         }
@@ -86,7 +91,7 @@ impl ConnectionOptions {
             keepalive_interval: config.keepalive_interval,
             keepalive_timeout: config.probe_timeout,
             close_timeout: config.shutdown_timeout,
-            reconnect_delay: config.retry_initial_delay,
+            reconnect_delay: Some(config.retry_initial_delay),
             max_reconnect_attempts: config.retry_max_attempts,
             backoff: None,
         }
@@ -120,8 +125,10 @@ impl ConnectionOptions {
             require_nonzero("keepalive_timeout", self.keepalive_timeout)?;
         }
         require_nonzero("close_timeout", self.close_timeout)?;
-        if self.backoff.is_none() {
-            require_nonzero("reconnect_delay", self.reconnect_delay)?;
+        if self.backoff.is_none()
+            && let Some(delay) = self.reconnect_delay
+        {
+            require_nonzero("reconnect_delay", delay)?;
         }
         Ok(())
     }
@@ -129,13 +136,12 @@ impl ConnectionOptions {
     pub(crate) fn make_backoff(&self) -> Box<dyn Backoff> {
         match &self.backoff {
             Some(make) => make(),
-            None => {
-                let b = ConstantBackoff::new(self.reconnect_delay);
-                Box::new(match self.max_reconnect_attempts {
-                    Some(n) => b.max_attempts(n),
-                    None => b,
-                })
-            }
+            None => match (self.reconnect_delay, self.max_reconnect_attempts) {
+                (Some(delay), Some(n)) => Box::new(ConstantBackoff::new(delay).max_attempts(n)),
+                (Some(delay), None) => Box::new(ConstantBackoff::new(delay)),
+                (None, Some(n)) => Box::new(ExponentialBackoff::default().max_attempts(n)),
+                (None, None) => Box::new(ExponentialBackoff::default()),
+            },
         }
     }
 }
@@ -190,10 +196,12 @@ impl ConnectionOptionsBuilder {
         self
     }
 
-    /// Constant delay between reconnect attempts (default 1 s), when no
-    /// [`backoff`](Self::backoff) is set.
+    /// A constant delay between reconnect attempts instead of the default jittered
+    /// exponential backoff, when no [`backoff`](Self::backoff) is set. A constant delay
+    /// brings a fleet of connections back in lockstep after a shared outage: prefer the
+    /// default, or a jittered strategy, for many connections.
     pub fn reconnect_delay(mut self, delay: Duration) -> Self {
-        self.options.reconnect_delay = delay;
+        self.options.reconnect_delay = Some(delay);
         self
     }
 
