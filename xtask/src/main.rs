@@ -40,6 +40,7 @@ const BENCH_GROUPS: &[(&str, &str, &str)] = &[
     ("pool", "connection-pool", "pool"),
     ("ws", "connection-transport-ws", "ws"),
     ("manager", "connection-health", "manager"),
+    ("manager", "connection-health", "storm"),
 ];
 
 fn main() -> ExitCode {
