@@ -117,6 +117,20 @@ pub enum DisconnectReason {
 }
 
 impl DisconnectReason {
+    /// Whether a supervisor should connect again after this loss, by default: yes,
+    /// except after a close code the transport named final (`CloseCode { reconnect:
+    /// false }`, such as a WebSocket 1000) and our own shutdown. A protocol error or a TLS
+    /// failure on an *established* connection reconnects too: whether to retry a request
+    /// and whether to reconnect a long-lived connection are different questions.
+    /// [`Supervisor::reconnect_policy`](crate::Supervisor::reconnect_policy) overrides it.
+    pub fn reconnects(&self) -> bool {
+        match self {
+            Self::Shutdown => false,
+            Self::CloseCode { reconnect, .. } => *reconnect,
+            _ => true,
+        }
+    }
+
     /// The error behind the disconnect, if any.
     pub fn error(&self) -> Option<&Error> {
         match self {

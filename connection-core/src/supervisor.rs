@@ -95,6 +95,7 @@ pub struct Supervisor<T: Transport, B = ExponentialBackoff> {
     keepalive: Option<(Duration, Duration)>,
     close_timeout: Duration,
     stable_after: Duration,
+    reconnect: Reconnect,
     link_slot: Option<LinkSlot<IoOf<T>>>,
 }
 
@@ -114,6 +115,7 @@ impl<T: Transport> Supervisor<T> {
             keepalive: None,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             stable_after: DEFAULT_STABLE_AFTER,
+            reconnect: Reconnect::Policy(None),
             link_slot: None,
         }
     }
@@ -132,6 +134,7 @@ impl<T: Transport, B: Backoff> Supervisor<T, B> {
             keepalive: self.keepalive,
             close_timeout: self.close_timeout,
             stable_after: self.stable_after,
+            reconnect: self.reconnect,
             link_slot: self.link_slot,
         }
     }
@@ -185,6 +188,40 @@ impl<T: Transport, B: Backoff> Supervisor<T, B> {
     /// at the first delay forever. `Duration::ZERO` resets on every connect.
     pub fn stable_after(mut self, uptime: Duration) -> Self {
         self.stable_after = uptime;
+        self
+    }
+
+    /// Turns reconnecting on (the default) or off. Off, a lost connection or a failed
+    /// connect attempt ends in [`Failed`](ConnectionState::Failed) at once (a handle's
+    /// `restart()` tries again); the backoff is not consulted.
+    pub fn reconnect(mut self, on: bool) -> Self {
+        self.reconnect = if on {
+            Reconnect::Policy(None)
+        } else {
+            Reconnect::Off
+        };
+        self
+    }
+
+    /// Decides, for each lost connection, whether to reconnect (instead of
+    /// [`DisconnectReason::reconnects`], the default: yes, except a close code the
+    /// transport's policy names as final). Connect failures are not asked: they follow
+    /// [`Error::is_retryable`] and the backoff.
+    ///
+    /// ```no_run
+    /// # use connection_core::{DisconnectReason, Supervisor, Transport};
+    /// # fn demo<T: Transport>(t: T) {
+    /// // Give up when the peer says our protocol is wrong; reconnect after anything else.
+    /// let s = Supervisor::new(t).reconnect_policy(|reason: &DisconnectReason| {
+    ///     !matches!(reason.error(), Some(connection_core::Error::Protocol { .. }))
+    /// });
+    /// # let _ = s; }
+    /// ```
+    pub fn reconnect_policy(
+        mut self,
+        policy: impl Fn(&DisconnectReason) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.reconnect = Reconnect::Policy(Some(Arc::new(policy)));
         self
     }
 
@@ -246,6 +283,7 @@ impl<T: Transport, B: Backoff> Supervisor<T, B> {
                 .clone()
                 .unwrap_or_else(|| EventBus::new(PRIVATE_BUS_CAPACITY)),
             last_error: Mutex::new(None),
+            last_disconnect: Mutex::new(None),
             link: Box::new(move |state, cause| publish_slot.set_state(state, cause)),
             traffic_failures: Arc::new(watch::channel(0).0),
         });
@@ -258,6 +296,7 @@ impl<T: Transport, B: Backoff> Supervisor<T, B> {
             keepalive: self.keepalive,
             close_timeout: self.close_timeout,
             stable_after: self.stable_after,
+            reconnect: self.reconnect.clone(),
             shared: shared.clone(),
             control: control_rx,
             restarts_seen: 0,
@@ -310,6 +349,8 @@ struct Shared {
     /// The latest connect error or error that ended a connection, so a caller that
     /// arrives after the event (e.g. waiting for a client to be ready) can still learn why.
     last_error: Mutex<Option<Arc<Error>>>,
+    /// Why the last connection ended (close code and reason, error, shutdown...).
+    last_disconnect: Mutex<Option<DisconnectReason>>,
     /// Mirrors every state change into the typed [`LinkSlot`] (type-erased: `Shared` is
     /// not generic, and the handle's abort path changes state without the task).
     link: Box<dyn Fn(ConnectionState, Option<Arc<Error>>) + Send + Sync>,
@@ -355,6 +396,31 @@ impl Shared {
     }
 }
 
+/// A user's reconnect decision, per lost connection.
+type ReconnectPolicy = Arc<dyn Fn(&DisconnectReason) -> bool + Send + Sync>;
+
+/// Whether and when a lost connection is reconnected.
+#[derive(Clone)]
+enum Reconnect {
+    Off,
+    /// With the user's policy, or the reason's own verdict.
+    Policy(Option<ReconnectPolicy>),
+}
+
+impl Reconnect {
+    fn enabled(&self) -> bool {
+        matches!(self, Self::Policy(_))
+    }
+
+    fn reconnects(&self, reason: &DisconnectReason) -> bool {
+        match self {
+            Self::Off => false,
+            Self::Policy(Some(policy)) => policy(reason),
+            Self::Policy(None) => reason.reconnects(),
+        }
+    }
+}
+
 /// Requests from handles to the task. A counter rather than a flag for restarts, so two
 /// quick restarts are never merged into none.
 #[derive(Clone, Copy, Debug, Default)]
@@ -375,6 +441,7 @@ struct Task<T: Transport, B> {
     keepalive: Option<(Duration, Duration)>,
     close_timeout: Duration,
     stable_after: Duration,
+    reconnect: Reconnect,
     shared: Arc<Shared>,
     control: watch::Receiver<Control>,
     restarts_seen: u64,
@@ -426,7 +493,7 @@ impl<T: Transport, B: Backoff> Task<T, B> {
                     self.shared.publish(EventKind::Error {
                         error: error.clone(),
                     });
-                    if error.is_retryable() {
+                    if error.is_retryable() && self.reconnect.enabled() {
                         Next::Retry(Some(error))
                     } else {
                         Next::Fail
@@ -545,19 +612,17 @@ impl<T: Transport, B: Backoff> Task<T, B> {
         let next = match &reason {
             DisconnectReason::Shutdown => Next::Stop,
             DisconnectReason::Restart => Next::Reconnect,
+            // Whether to *reconnect* a long-lived connection is not whether to *retry* a
+            // request: a bad frame or a TLS error on an established connection is worth
+            // a new connection. The reason carries its verdict; the user may override it.
+            _ if !self.reconnect.reconnects(&reason) => Next::Fail,
             DisconnectReason::Error(e) | DisconnectReason::ProbeFailed(e) => {
-                if e.is_retryable() {
-                    Next::Retry(Some(e.clone()))
-                } else {
-                    Next::Fail
-                }
+                Next::Retry(Some(e.clone()))
             }
-            DisconnectReason::CloseCode {
-                reconnect: false, ..
-            } => Next::Fail,
             // The peer closed cleanly: reconnect, with no error for the backoff to see.
             _ => Next::Retry(None),
         };
+        *shared.last_disconnect.lock() = Some(reason.clone());
         // Watchers learn of the loss before the (bounded, possibly slow) close of what is
         // left of the connection: failover and health react to this, and must not wait
         // for a close handshake the dead peer will never answer.
@@ -788,6 +853,13 @@ impl SupervisorHandle {
         self.inner
             .control
             .send_modify(|c| c.restarts = c.restarts.wrapping_add(1));
+        // A Failed task does nothing but wait for this signal, and its next step is
+        // Connecting: say so now, so that `restart(); ready(..)` waits for the new
+        // attempt instead of seeing the old Failed and giving up at once.
+        let shared = &self.inner.shared;
+        if *shared.state.borrow() == ConnectionState::Failed && !self.is_finished() {
+            shared.set_state(ConnectionState::Connecting);
+        }
     }
 
     /// The latest error: a failed connect attempt or the error that ended a connection
@@ -795,6 +867,15 @@ impl SupervisorHandle {
     /// there was none yet.
     pub fn last_error(&self) -> Option<Arc<Error>> {
         self.inner.shared.last_error.lock().clone()
+    }
+
+    /// Why the last connection ended: the peer's close code and reason, the error, a
+    /// shutdown... `None` while the first connection is up or was never made. Kept
+    /// until the next loss, so a caller that notices the end late (a stream that
+    /// returned `None`, a `Failed` state) still learns why without having subscribed to
+    /// events beforehand.
+    pub fn last_disconnect(&self) -> Option<DisconnectReason> {
+        self.inner.shared.last_disconnect.lock().clone()
     }
 
     /// Probes the current connection once (its [`Connection::probe`]) and returns the

@@ -23,6 +23,7 @@ use tokio_stream::wrappers::WatchStream;
 use tokio_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes};
 
 use crate::config::{WsConfig, WsConfigBuilder};
+use crate::connection::ClientState;
 use crate::connection::{Hook, Outbox, Session, WsSender};
 use crate::error::WsError;
 use crate::transport::{Wiring, WsTransport};
@@ -54,6 +55,7 @@ pub struct WsClientBuilder {
     hook: Option<Hook>,
     events: Option<EventBus>,
     name: Option<Arc<str>>,
+    reconnect: bool,
 }
 
 impl fmt::Debug for WsClientBuilder {
@@ -136,6 +138,14 @@ impl WsClientBuilder {
         self
     }
 
+    /// Reconnect after a lost connection or a failed connect (default) or not: off, the
+    /// client goes to `Failed` at the first loss and its stream ends;
+    /// [`SupervisorHandle::restart`] connects again. No need for a backoff that gives up.
+    pub fn reconnect(mut self, on: bool) -> Self {
+        self.reconnect = on;
+        self
+    }
+
     /// Validates the settings and starts connecting in the background. Must be called
     /// inside a tokio runtime.
     pub fn spawn(self) -> Result<WsClient, WsError> {
@@ -151,6 +161,7 @@ impl WsClientBuilder {
         let (in_tx, inbound) = mpsc::channel(config.inbound_buffer);
         let metrics = Arc::new(ConnectionMetrics::new());
         let closed = Arc::new(AtomicBool::new(false));
+        let client_state = ClientState::default();
         let sender = WsSender::new(
             tx,
             outbox.clone(),
@@ -159,6 +170,7 @@ impl WsClientBuilder {
             config.queue_capacity,
             closed.clone(),
             None,
+            client_state.clone(),
         );
         let transport = WsTransport::new(config.clone())
             .with_hook(self.hook)
@@ -181,11 +193,15 @@ impl WsClientBuilder {
         if let Some(name) = self.name {
             supervisor = supervisor.name(name);
         }
+        if !self.reconnect {
+            supervisor = supervisor.reconnect(false);
+        }
         let supervised = supervisor.spawn().map_err(|e| match e {
             Error::Config(c) => WsError::Config(c),
             other => WsError::Config(ConfigError::new("runtime", other.to_string())),
         })?;
         let handle = supervised.handle().clone();
+        let _ = client_state.set(handle.watch_state());
         let states = WatchStream::new(handle.watch_state());
         Ok(WsClient {
             handle,
@@ -259,6 +275,7 @@ impl WsClient {
             hook: None,
             events: None,
             name: None,
+            reconnect: true,
         }
     }
 
@@ -270,6 +287,7 @@ impl WsClient {
             hook: None,
             events: None,
             name: None,
+            reconnect: true,
         }
     }
 
@@ -366,6 +384,14 @@ impl WsClient {
                 endpoint: self.endpoint().clone(),
             })
         }))
+    }
+
+    /// Why the last connection ended: the server's close code and reason
+    /// (`DisconnectReason::CloseCode`), the error, or a shutdown; `None` before any loss.
+    /// For learning why [`recv`](Self::recv) returned `None` without having subscribed
+    /// to events.
+    pub fn last_disconnect(&self) -> Option<connection_core::DisconnectReason> {
+        self.handle.last_disconnect()
     }
 
     /// Traffic (messages and bytes each way, counted when flushed or received),

@@ -432,7 +432,8 @@ impl WsConfigBuilder {
     }
 
     /// Bytes buffered before frames are written to the socket between flushes
-    /// (default 16 KiB); every batch is flushed anyway.
+    /// (default [`DEFAULT_WRITE_BUFFER`], 128 KiB; it grows only with traffic, so an idle
+    /// client does not hold it); every batch is flushed anyway.
     pub fn write_buffer_size(mut self, bytes: usize) -> Self {
         self.write_buffer_size = bytes;
         self

@@ -21,8 +21,8 @@
 
 use connection_core::Operation;
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use connection_core::metrics::ConnectionMetrics;
@@ -109,6 +109,16 @@ pub struct WsSender {
     closed: Arc<AtomicBool>,
     /// A standalone connection's: set when that connection is gone.
     ended: Option<Arc<AtomicBool>>,
+    /// A client's lifecycle, set right after its supervisor starts: once the client is
+    /// Failed or Closed nothing will drain the queue, so sends fail instead of waiting.
+    client_state: ClientState,
+}
+
+/// A client's state, for its senders (empty for a standalone connection's).
+pub(crate) type ClientState = Arc<OnceLock<watch::Receiver<ConnectionState>>>;
+
+fn is_over(state: ConnectionState) -> bool {
+    matches!(state, ConnectionState::Failed | ConnectionState::Closed)
 }
 
 impl fmt::Debug for WsSender {
@@ -123,6 +133,8 @@ impl fmt::Debug for WsSender {
 }
 
 impl WsSender {
+    // Crate-private, two callers; each argument is a distinct part of the sender.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         tx: mpsc::Sender<Message>,
         outbox: Arc<Outbox>,
@@ -131,6 +143,7 @@ impl WsSender {
         capacity: usize,
         closed: Arc<AtomicBool>,
         ended: Option<Arc<AtomicBool>>,
+        client_state: ClientState,
     ) -> Self {
         Self {
             tx,
@@ -140,6 +153,24 @@ impl WsSender {
             capacity,
             closed,
             ended,
+            client_state,
+        }
+    }
+
+    /// The client's state, if this is a client's sender.
+    fn client_state(&self) -> Option<ConnectionState> {
+        self.client_state.get().map(|rx| *rx.borrow())
+    }
+
+    /// Resolves once the client is Failed or Closed (or its supervisor is gone); never
+    /// for a standalone connection's sender.
+    async fn client_over(&self) {
+        match self.client_state.get() {
+            Some(rx) => {
+                let mut rx = rx.clone();
+                let _ = rx.wait_for(|s| is_over(*s)).await;
+            }
+            None => std::future::pending().await,
         }
     }
 
@@ -155,8 +186,18 @@ impl WsSender {
                 endpoint: self.endpoint.clone(),
             });
         }
-        if self.closed.load(Ordering::Acquire) || self.tx.is_closed() {
+        if self.closed.load(Ordering::Acquire)
+            || self.tx.is_closed()
+            || self.client_state() == Some(ConnectionState::Closed)
+        {
             return Err(WsError::Shutdown {
+                endpoint: self.endpoint.clone(),
+            });
+        }
+        if self.client_state() == Some(ConnectionState::Failed) {
+            // Nothing drains the queue of a failed client until it is restarted: say so
+            // now (the cause: `WsClient::last_disconnect`, `SupervisorHandle::last_error`).
+            return Err(WsError::Closed {
                 endpoint: self.endpoint.clone(),
             });
         }
@@ -170,16 +211,29 @@ impl WsSender {
 
     /// Queues a text or binary message. On a full queue it fails with
     /// [`WsError::QueueFull`] or waits for room, as configured
-    /// ([`WhenFull`]). Fails with [`WsError::Shutdown`] once the client is closed.
+    /// ([`WhenFull`]). Fails with [`WsError::Shutdown`] once the client is closed (or
+    /// dropped), and with [`WsError::Closed`] while it is `Failed`; a send waiting for
+    /// room gives up with the same errors when that happens.
     pub async fn send(&self, msg: Message) -> Result<(), WsError> {
         match self.when_full {
             WhenFull::Error => self.try_send(msg),
             WhenFull::Wait => {
                 self.check(&msg)?;
                 // Reserve first: a send cancelled while waiting leaves no trace.
-                let permit = self.tx.reserve().await.map_err(|_| WsError::Shutdown {
+                let shutdown = || WsError::Shutdown {
                     endpoint: self.endpoint.clone(),
-                })?;
+                };
+                let permit = tokio::select! {
+                    permit = self.tx.reserve() => permit.map_err(|_| shutdown())?,
+                    () = self.client_over() => {
+                        return Err(match self.client_state() {
+                            Some(ConnectionState::Failed) => WsError::Closed {
+                                endpoint: self.endpoint.clone(),
+                            },
+                            _ => shutdown(),
+                        });
+                    }
+                };
                 self.outbox.pending.fetch_add(1, Ordering::AcqRel);
                 permit.send(msg);
                 Ok(())
@@ -225,15 +279,22 @@ impl WsSender {
         self.capacity
     }
 
-    /// Whether sends are refused because the client is closed.
+    /// Whether sends are refused because the client is closed or failed.
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire) || self.tx.is_closed()
+        self.closed.load(Ordering::Acquire)
+            || self.tx.is_closed()
+            || self.client_state().is_some_and(is_over)
     }
 
     /// Waits until every message sent so far has been flushed to a socket, or lost with
-    /// a connection that died while writing it (see the crate docs on delivery).
+    /// a connection that died while writing it (see the crate docs on delivery). Returns
+    /// too once the client is Failed or Closed: what is still queued then waits for a
+    /// restart, or is never sent.
     pub async fn flushed(&self) {
-        self.outbox.drained().await;
+        tokio::select! {
+            () = self.outbox.drained() => {}
+            () = self.client_over() => {}
+        }
     }
 }
 
@@ -455,13 +516,16 @@ async fn write_loop(
             // Every sender is gone: nothing more will be queued.
             Step::Message(None) => queue_open = false,
             Step::Message(Some(first)) => {
-                let mut count = 1;
+                // Taken from the queue: settled when the guard drops, whether the batch
+                // was flushed, failed, or the task was aborted mid-write (a writer cut off
+                // by `close()` must not leave `flushed()` waiting forever).
+                let mut in_flight = InFlight { outbox, count: 1 };
                 let mut bytes = first.len();
                 let mut result = sink.feed(first).await;
                 if let Some(rx) = queue.as_mut() {
-                    while result.is_ok() && count < MAX_BATCH {
+                    while result.is_ok() && in_flight.count < MAX_BATCH {
                         let Ok(next) = rx.try_recv() else { break };
-                        count += 1;
+                        in_flight.count += 1;
                         bytes += next.len();
                         result = sink.feed(next).await;
                     }
@@ -470,7 +534,8 @@ async fn write_loop(
                     Ok(()) => sink.flush().await,
                     Err(e) => Err(e),
                 };
-                outbox.done(count);
+                let count = in_flight.count;
+                drop(in_flight);
                 match result {
                     Ok(()) => {
                         shared.metrics().add_messages_out(count as u64);
@@ -482,6 +547,18 @@ async fn write_loop(
                 }
             }
         }
+    }
+}
+
+/// Messages a writer took from the queue and has not settled yet; settles them on drop.
+struct InFlight<'a> {
+    outbox: &'a Outbox,
+    count: usize,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.outbox.done(self.count);
     }
 }
 

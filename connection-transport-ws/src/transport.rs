@@ -186,6 +186,7 @@ impl WsTransport {
                     config.queue_capacity,
                     Arc::new(AtomicBool::new(false)),
                     Some(ended.clone()),
+                    Arc::default(),
                 );
                 (outbox, in_tx, sender, Some(in_rx), Some(ended))
             }
