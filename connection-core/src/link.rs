@@ -22,7 +22,6 @@
 //! its supervisor's metrics, and reports failures seen on real traffic, which health
 //! monitors count like failed probes.
 
-use crate::error::Operation;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +29,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::endpoint::Endpoint;
-use crate::error::Error;
+use crate::error::{Error, Operation};
 use crate::metrics::ConnectionMetrics;
 use crate::state::ConnectionState;
 

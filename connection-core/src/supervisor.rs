@@ -22,7 +22,6 @@
 //! backoff sleep), so shutdown latency is bounded by the graceful close alone, and that
 //! is bounded by the shutdown deadline.
 
-use crate::error::Operation;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +34,7 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 use crate::backoff::{Backoff, ConstantBackoff, ExponentialBackoff};
 use crate::config::{ConfigError, ConnectionConfig, require_nonzero};
 use crate::endpoint::Endpoint;
-use crate::error::Error;
+use crate::error::{Error, Operation};
 use crate::event::{DisconnectReason, Event, EventBus, EventFilter, EventKind, EventStream};
 use crate::id::ConnectionId;
 use crate::link::{Link, LinkSlot, Traffic};

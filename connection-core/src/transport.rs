@@ -13,13 +13,12 @@
 //! transport in another transport. This crate adds [`TransportExt::timeout`];
 //! `connection-retry` adds retry, circuit breaking and rate limiting the same way.
 
-use crate::error::Operation;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::endpoint::Endpoint;
-use crate::error::Error;
+use crate::error::{Error, Operation};
 use crate::event::DisconnectReason;
 use crate::id::ConnectionId;
 use crate::link::Traffic;

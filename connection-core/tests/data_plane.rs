@@ -4,9 +4,9 @@
 
 mod support;
 
-use connection_core::Operation;
 use std::time::Duration;
 
+use connection_core::Operation;
 use connection_core::{ConnectionState, ConstantBackoff, Error, Supervisor};
 use connection_testkit::{LoopbackServer, TcpEchoServer, TcpEchoTransport};
 use tokio::io::AsyncWriteExt;

@@ -3,9 +3,9 @@
 
 mod support;
 
-use connection_core::Operation;
 use std::time::Duration;
 
+use connection_core::Operation;
 use connection_core::{
     ConnectionState, ConstantBackoff, DisconnectReason, Error, EventFilter, EventKind, EventType,
     Supervisor, Transport, TransportExt,

@@ -1,13 +1,13 @@
 //! One registered connection: how to start its supervisor, the handle of the running one,
 //! its metrics (kept across restarts) and its health rating.
 
-use connection_core::Operation;
 use std::any::Any;
 use std::fmt;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use connection_core::Operation;
 use connection_core::{
     ConnectionMetrics, ConnectionState, Endpoint, Error, EventBus, EventFilter, HealthStatus, IoOf,
     Link, LinkSlot, Supervised, Supervisor, SupervisorHandle, Transport,

@@ -25,7 +25,6 @@
 //! `release`), and no other lock is taken under it except a oneshot's or a `Notify`'s
 //! internal one.
 
-use connection_core::Operation;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::Location;
@@ -33,6 +32,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use connection_core::Operation;
 use connection_core::{
     Connection, ConnectionId, ConnectionState, DisconnectReason, Error, Event, EventBus, EventKind,
     LatencyRecorder, Transport,

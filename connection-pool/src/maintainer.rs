@@ -16,7 +16,6 @@
 //! configured interval, so connections returned meanwhile are looked at in time) or
 //! until woken: a slot freed below `min_idle`, `close`, or the last handle dropped.
 
-use crate::events::ConnectionLeak;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -25,6 +24,7 @@ use connection_core::Transport;
 use futures::future::join_all;
 use tokio::time::Instant;
 
+use crate::events::ConnectionLeak;
 use crate::inner::{Idle, Shared, Slot, peer_gone};
 use crate::status::CloseReason;
 

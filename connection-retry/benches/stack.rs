@@ -10,10 +10,10 @@
 )]
 #![allow(missing_docs, reason = "bench binary")]
 
-use connection_core::Operation;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use connection_core::Operation;
 use connection_core::{Endpoint, Error};
 use connection_retry::breaker::CircuitBreaker;
 use connection_retry::limit::{LimitMode, Quota, RateLimiter};

@@ -2,10 +2,10 @@
 //! per-attempt timeouts are retried within it, and a retry whose wait would end past
 //! it is not started.
 
-use connection_core::Operation;
 use std::io;
 use std::time::Duration;
 
+use connection_core::Operation;
 use connection_core::{Error, Transport};
 use connection_retry::Classify;
 use connection_retry::backoff::BackoffStrategy;

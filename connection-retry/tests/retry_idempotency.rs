@@ -1,9 +1,9 @@
 //! Non-idempotent runs retry only failures that prove the request never reached the
 //! server; `retry_if` overrides what counts as retryable.
 
-use connection_core::Operation;
 use std::time::Duration;
 
+use connection_core::Operation;
 use connection_core::{Endpoint, Error, Transport};
 use connection_retry::backoff::BackoffStrategy;
 use connection_retry::retry::{Retry, RetryPolicy};

@@ -19,12 +19,12 @@
 //! of it as soon as the connection is closing or lost, so a client's next connection
 //! carries on with the same queue, in order.
 
-use connection_core::Operation;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use connection_core::Operation;
 use connection_core::metrics::ConnectionMetrics;
 use connection_core::{
     Connection, ConnectionId, ConnectionState, DisconnectReason, Endpoint, Error, Traffic,

@@ -1,11 +1,11 @@
 //! [`WsTransport`]: opens one WebSocket connection per `connect()`, never retrying.
 
-use connection_core::Operation;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use connection_core::Operation;
 use connection_core::metrics::ConnectionMetrics;
 use connection_core::{BoxError, ConfigError, Endpoint, Error, Transport};
 use tokio::net::TcpStream;

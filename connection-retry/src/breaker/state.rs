@@ -27,7 +27,6 @@
 //! that only act when the generation matches, so a late permit from an earlier period
 //! cannot free a slot of the current one.
 
-use crate::events::{CircuitClosed, CircuitHalfOpen, CircuitOpened};
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 use std::time::Duration;
@@ -42,6 +41,7 @@ use super::config::Settings;
 use super::stats::{CachePadded, CircuitStats, Count, Counters};
 use super::window::{self, Tally, Window};
 use crate::Classify;
+use crate::events::{CircuitClosed, CircuitHalfOpen, CircuitOpened};
 
 pub(super) const CLOSED: u64 = 0;
 pub(super) const OPEN: u64 = 1;

@@ -42,7 +42,6 @@ mod config;
 mod quota;
 mod transport;
 
-use crate::events::RateLimited;
 use std::fmt;
 use std::hash::Hash;
 use std::sync::Arc;
@@ -59,6 +58,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::EventSink;
+use crate::events::RateLimited;
 
 pub use clock::{LimiterClock, LimiterInstant};
 pub use config::{LimitModeConfig, RateLimitConfig};

@@ -1,9 +1,9 @@
 //! What the retry policy adds to an operation's errors: [`TimedOut`] and
 //! [`ConnectPhase`].
 
-use connection_core::Operation;
 use std::time::Duration;
 
+use connection_core::Operation;
 use connection_core::{Endpoint, Error, Rejected};
 
 use crate::Classify;

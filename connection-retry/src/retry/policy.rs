@@ -1,6 +1,5 @@
 //! [`RetryPolicy`]: runs an operation again after retryable failures.
 
-use crate::events::Retrying;
 use std::any::Any;
 use std::fmt::{self, Display};
 use std::future::Future;
@@ -13,6 +12,7 @@ use tokio::time::Instant;
 
 use super::{ConnectPhase, RetryBudget, TimeLimit, TimedOut};
 use crate::backoff::{BackoffStrategy, Jitter};
+use crate::events::Retrying;
 use crate::{Classify, EventSink};
 
 /// Default ceiling on a server's `Retry-After`.
