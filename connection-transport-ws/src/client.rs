@@ -23,7 +23,7 @@ use tokio_stream::wrappers::WatchStream;
 use tokio_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes};
 
 use crate::config::{WsConfig, WsConfigBuilder};
-use crate::connection::ClientState;
+use crate::connection::{ByteBudget, ClientState};
 use crate::connection::{Hook, Outbox, Session, WsSender};
 use crate::error::WsError;
 use crate::transport::{Wiring, WsTransport};
@@ -159,6 +159,7 @@ impl WsClientBuilder {
         };
         let (tx, outbox) = Outbox::new(config.queue_capacity);
         let (in_tx, inbound) = mpsc::channel(config.inbound_buffer);
+        let inbound_bytes = ByteBudget::new(config.inbound_buffer_bytes);
         let metrics = Arc::new(ConnectionMetrics::new());
         let closed = Arc::new(AtomicBool::new(false));
         let client_state = ClientState::default();
@@ -177,6 +178,7 @@ impl WsClientBuilder {
             .wired(Wiring {
                 outbox,
                 inbound: in_tx,
+                inbound_bytes: inbound_bytes.clone(),
                 sender: sender.clone(),
             });
         let bus = self
@@ -208,6 +210,7 @@ impl WsClientBuilder {
             supervised,
             sender,
             inbound,
+            inbound_bytes,
             states,
             closed,
             config,
@@ -246,6 +249,7 @@ pub struct WsClient {
     supervised: Supervised<WsSender>,
     sender: WsSender,
     inbound: mpsc::Receiver<Message>,
+    inbound_bytes: Arc<ByteBudget>,
     states: WatchStream<ConnectionState>,
     closed: Arc<AtomicBool>,
     config: WsConfig,
@@ -386,6 +390,12 @@ impl WsClient {
         }))
     }
 
+    /// Bytes of received messages waiting for [`recv`](Self::recv): at most
+    /// `inbound_buffer_bytes` (16 MiB by default), or one message larger than that.
+    pub fn buffered_bytes(&self) -> usize {
+        self.inbound_bytes.held()
+    }
+
     /// Why the last connection ended: the server's close code and reason
     /// (`DisconnectReason::CloseCode`), the error, or a shutdown; `None` before any loss.
     /// For learning why [`recv`](Self::recv) returned `None` without having subscribed
@@ -452,6 +462,9 @@ impl Stream for WsClient {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
         let this = self.get_mut();
         if let Poll::Ready(msg) = this.inbound.poll_recv(cx) {
+            if let Some(m) = &msg {
+                this.inbound_bytes.give(m);
+            }
             return Poll::Ready(msg);
         }
         // Register for state changes, then see whether anything can still arrive.
@@ -460,7 +473,11 @@ impl Stream for WsClient {
             this.handle.state(),
             ConnectionState::Failed | ConnectionState::Closed
         ) {
-            return Poll::Ready(this.inbound.try_recv().ok());
+            let msg = this.inbound.try_recv().ok();
+            if let Some(m) = &msg {
+                this.inbound_bytes.give(m);
+            }
+            return Poll::Ready(msg);
         }
         Poll::Pending
     }

@@ -24,6 +24,9 @@ pub const DEFAULT_PONG_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
 /// Default number of received messages buffered for a slow consumer.
 pub const DEFAULT_INBOUND_BUFFER: usize = 256;
+/// Default bound, in bytes, on received messages buffered for a slow consumer: 16 MiB.
+/// Without it, 256 messages of the 64 MiB maximum would be 16 GiB.
+pub const DEFAULT_INBOUND_BUFFER_BYTES: usize = 16 * 1024 * 1024;
 /// Default bound on the close handshake.
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default initial read buffer (tungstenite's default is 128 KiB).
@@ -140,6 +143,7 @@ pub struct WsConfig {
     pub(crate) queue_capacity: usize,
     pub(crate) when_full: WhenFull,
     pub(crate) inbound_buffer: usize,
+    pub(crate) inbound_buffer_bytes: usize,
     pub(crate) close_codes: CloseCodePolicy,
     pub(crate) close_timeout: Duration,
     #[cfg(feature = "tls")]
@@ -180,6 +184,7 @@ impl WsConfig {
             queue_capacity: self.queue_capacity,
             when_full: self.when_full,
             inbound_buffer: self.inbound_buffer,
+            inbound_buffer_bytes: self.inbound_buffer_bytes,
             close_codes: self.close_codes.clone(),
             close_timeout: self.close_timeout,
             #[cfg(feature = "tls")]
@@ -227,6 +232,11 @@ impl WsConfig {
         self.inbound_buffer
     }
 
+    /// Bytes of received messages buffered for a slow consumer, at most.
+    pub fn inbound_buffer_bytes(&self) -> usize {
+        self.inbound_buffer_bytes
+    }
+
     /// Which close codes end the client.
     pub fn close_codes(&self) -> &CloseCodePolicy {
         &self.close_codes
@@ -270,6 +280,7 @@ impl fmt::Debug for WsConfig {
             .field("queue_capacity", &self.queue_capacity)
             .field("when_full", &self.when_full)
             .field("inbound_buffer", &self.inbound_buffer)
+            .field("inbound_buffer_bytes", &self.inbound_buffer_bytes)
             .field("close_codes", &self.close_codes)
             .field("close_timeout", &self.close_timeout)
             .finish_non_exhaustive()
@@ -314,6 +325,7 @@ pub struct WsConfigBuilder {
     queue_capacity: usize,
     when_full: WhenFull,
     inbound_buffer: usize,
+    inbound_buffer_bytes: usize,
     close_codes: CloseCodePolicy,
     close_timeout: Duration,
     #[cfg(feature = "tls")]
@@ -352,6 +364,7 @@ impl WsConfigBuilder {
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             when_full: WhenFull::Error,
             inbound_buffer: DEFAULT_INBOUND_BUFFER,
+            inbound_buffer_bytes: DEFAULT_INBOUND_BUFFER_BYTES,
             close_codes: CloseCodePolicy::default(),
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             #[cfg(feature = "tls")]
@@ -479,9 +492,21 @@ impl WsConfigBuilder {
     }
 
     /// Received messages buffered for a slow consumer before the client stops reading
-    /// the socket (default 256).
+    /// the socket (default 256). See also
+    /// [`inbound_buffer_bytes`](Self::inbound_buffer_bytes): whichever fills first stops
+    /// the reader.
     pub fn inbound_buffer(mut self, messages: usize) -> Self {
         self.inbound_buffer = messages;
+        self
+    }
+
+    /// Bytes of received messages buffered for a slow consumer before the client stops
+    /// reading the socket (default 16 MiB, [`DEFAULT_INBOUND_BUFFER_BYTES`]; at most
+    /// 4 GiB). One message larger than the whole bound is still delivered, alone. With a
+    /// paused consumer a client holds at most this plus one message, whatever the server
+    /// sends.
+    pub fn inbound_buffer_bytes(mut self, bytes: usize) -> Self {
+        self.inbound_buffer_bytes = bytes;
         self
     }
 
@@ -579,6 +604,13 @@ impl WsConfigBuilder {
         if self.inbound_buffer == 0 {
             return Err(ConfigError::new("inbound_buffer", "must be at least 1").into());
         }
+        if self.inbound_buffer_bytes == 0 || self.inbound_buffer_bytes > u32::MAX as usize {
+            return Err(ConfigError::new(
+                "inbound_buffer_bytes",
+                "must be between 1 and 4294967295 bytes",
+            )
+            .into());
+        }
         if self.read_buffer_size == 0 {
             return Err(ConfigError::new("read_buffer_size", "must be at least 1").into());
         }
@@ -614,6 +646,7 @@ impl WsConfigBuilder {
             queue_capacity: self.queue_capacity,
             when_full: self.when_full,
             inbound_buffer: self.inbound_buffer,
+            inbound_buffer_bytes: self.inbound_buffer_bytes,
             close_codes: self.close_codes,
             close_timeout: self.close_timeout,
             #[cfg(feature = "tls")]

@@ -54,6 +54,61 @@ const CONTROL_QUEUE: usize = 8;
 pub(crate) type Hook =
     Arc<dyn Fn(Session) -> BoxFuture<'static, Result<(), connection_core::BoxError>> + Send + Sync>;
 
+/// The byte bound on received messages waiting for the consumer (next to the count
+/// bound of the inbound channel): the reader takes a message's bytes before handing it
+/// over, waiting (and so not reading the socket) while the consumer is behind; the
+/// consumer gives them back as it takes messages. A message larger than the whole
+/// bound counts as the whole bound, so it still passes, alone.
+pub(crate) struct ByteBudget {
+    sem: tokio::sync::Semaphore,
+    max: usize,
+}
+
+impl ByteBudget {
+    /// `max` is validated by the config: 1 ..= u32::MAX.
+    pub(crate) fn new(max: usize) -> Arc<Self> {
+        let max = max.clamp(1, u32::MAX as usize);
+        Arc::new(Self {
+            sem: tokio::sync::Semaphore::new(max),
+            max,
+        })
+    }
+
+    fn cost(&self, msg: &Message) -> usize {
+        msg.len().min(self.max)
+    }
+
+    /// Waits until `msg`'s bytes fit. Cancel-safe: nothing is taken until it resolves.
+    async fn take(&self, msg: &Message) {
+        let n = self.cost(msg);
+        if n == 0 {
+            return;
+        }
+        // n <= max <= u32::MAX, so the conversion cannot fail; the semaphore is never
+        // closed.
+        if let Ok(permit) = self
+            .sem
+            .acquire_many(u32::try_from(n).unwrap_or(u32::MAX))
+            .await
+        {
+            permit.forget();
+        }
+    }
+
+    /// The consumer took `msg`: its bytes are free again.
+    pub(crate) fn give(&self, msg: &Message) {
+        let n = self.cost(msg);
+        if n > 0 {
+            self.sem.add_permits(n);
+        }
+    }
+
+    /// Bytes held by messages waiting for the consumer.
+    pub(crate) fn held(&self) -> usize {
+        self.max - self.sem.available_permits()
+    }
+}
+
 /// The outbound queue shared by the senders and, one at a time, the writers.
 pub(crate) struct Outbox {
     rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Message>>>,
@@ -376,6 +431,7 @@ pub(crate) struct IoParts {
     pub(crate) sender_ended: Option<Arc<AtomicBool>>,
     pub(crate) outbox: Arc<Outbox>,
     pub(crate) inbound: mpsc::Sender<Message>,
+    pub(crate) inbound_bytes: Arc<ByteBudget>,
     pub(crate) close_codes: CloseCodePolicy,
     pub(crate) close_timeout: Duration,
     pub(crate) subprotocol: Option<Arc<str>>,
@@ -404,7 +460,12 @@ pub(crate) fn spawn_io(ws: Ws, parts: IoParts) -> WsConnection {
     let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
     let (sink, stream) = ws.split();
     // Two tasks, so reading and writing (masking, TLS) use two cores when there are.
-    let reader = tokio::spawn(reader_task(stream, shared.clone(), parts.inbound));
+    let reader = tokio::spawn(reader_task(
+        stream,
+        shared.clone(),
+        parts.inbound,
+        parts.inbound_bytes.clone(),
+    ));
     let writer = tokio::spawn(writer_task(sink, shared.clone(), parts.outbox, control_rx));
     let (sender, inbound) = (parts.sender, parts.own_inbound);
     WsConnection {
@@ -417,6 +478,7 @@ pub(crate) fn spawn_io(ws: Ws, parts: IoParts) -> WsConnection {
         subprotocol: parts.subprotocol,
         sender,
         inbound,
+        inbound_bytes: parts.inbound_bytes,
         ping_seq: AtomicU64::new(0),
     }
 }
@@ -425,10 +487,11 @@ async fn reader_task(
     stream: futures::stream::SplitStream<Ws>,
     shared: Arc<IoShared>,
     inbound: mpsc::Sender<Message>,
+    bytes: Arc<ByteBudget>,
 ) {
     let mut reason = shared.reason.subscribe();
     tokio::select! {
-        () = read_loop(stream, &shared, inbound) => {}
+        () = read_loop(stream, &shared, inbound, &bytes) => {}
         // A failed write means the socket is gone: reading on is pointless.
         _ = reason.wait_for(|r| matches!(r, Some(DisconnectReason::Error(_)))) => {}
     }
@@ -581,6 +644,7 @@ async fn read_loop(
     mut stream: futures::stream::SplitStream<Ws>,
     shared: &IoShared,
     inbound: mpsc::Sender<Message>,
+    bytes: &ByteBudget,
 ) {
     let mut permit = None;
     loop {
@@ -595,6 +659,10 @@ async fn read_loop(
                 shared.metrics().add_messages_in(1);
                 shared.metrics().add_bytes_in(msg.len() as u64);
                 if let Some(p) = permit.take() {
+                    // Bounded in bytes too: while the consumer holds too much, the socket
+                    // is not read (one message, at most the configured maximum, waits
+                    // here).
+                    bytes.take(&msg).await;
                     p.send(msg);
                 }
             }
@@ -665,6 +733,7 @@ pub struct WsConnection {
     subprotocol: Option<Arc<str>>,
     sender: WsSender,
     inbound: Option<mpsc::Receiver<Message>>,
+    inbound_bytes: Arc<ByteBudget>,
     ping_seq: AtomicU64,
 }
 
@@ -740,10 +809,12 @@ impl WsConnection {
     /// The next text or binary message received on a standalone connection; `None`
     /// once the connection is gone and everything received was taken.
     pub async fn recv(&mut self) -> Option<Message> {
-        match self.inbound.as_mut() {
+        let msg = match self.inbound.as_mut() {
             Some(rx) => rx.recv().await,
             None => None,
-        }
+        }?;
+        self.inbound_bytes.give(&msg);
+        Some(msg)
     }
 }
 

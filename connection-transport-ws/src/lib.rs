@@ -28,7 +28,8 @@
 //! consumer that stalls for longer than the pong timeout makes the heartbeat declare the
 //! connection dead and reconnect, and a server with a keepalive of its own may close it;
 //! Python's `websockets` behaves the same way. If your consumer can stall, raise
-//! `pong_timeout` or `inbound_buffer`, or move slow work off the receiving task.
+//! `pong_timeout` or `inbound_buffer` / `inbound_buffer_bytes`, or move slow work off the
+//! receiving task.
 //!
 //! ## Delivery: at most once
 //!
@@ -122,9 +123,9 @@ mod transport;
 pub use client::{PRIVATE_BUS_CAPACITY, WsClient, WsClientBuilder, default_backoff};
 pub use config::{
     CloseCodePolicy, DEFAULT_CLOSE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_INBOUND_BUFFER,
-    DEFAULT_MAX_FRAME, DEFAULT_MAX_MESSAGE, DEFAULT_PING_INTERVAL, DEFAULT_PONG_TIMEOUT,
-    DEFAULT_QUEUE_CAPACITY, DEFAULT_READ_BUFFER, DEFAULT_WRITE_BUFFER, WhenFull, WsConfig,
-    WsConfigBuilder,
+    DEFAULT_INBOUND_BUFFER_BYTES, DEFAULT_MAX_FRAME, DEFAULT_MAX_MESSAGE, DEFAULT_PING_INTERVAL,
+    DEFAULT_PONG_TIMEOUT, DEFAULT_QUEUE_CAPACITY, DEFAULT_READ_BUFFER, DEFAULT_WRITE_BUFFER,
+    WhenFull, WsConfig, WsConfigBuilder,
 };
 pub use connection::{Session, WsConnection, WsSender};
 pub use error::WsError;

@@ -13,6 +13,7 @@
 //! | `queue_capacity` | `CONNECTION_WS_QUEUE_CAPACITY` |
 //! | `when_full` (`error` or `wait`) | `CONNECTION_WS_WHEN_FULL` |
 //! | `inbound_buffer` | `CONNECTION_WS_INBOUND_BUFFER` |
+//! | `inbound_buffer_bytes` | `CONNECTION_WS_INBOUND_BUFFER_BYTES` |
 //! | `max_message_size` | `CONNECTION_WS_MAX_MESSAGE_SIZE` |
 //! | `max_frame_size` | `CONNECTION_WS_MAX_FRAME_SIZE` |
 //! | `read_buffer_size` | `CONNECTION_WS_READ_BUFFER_SIZE` |
@@ -75,6 +76,8 @@ pub struct WsSettings {
     pub when_full: Option<WhenFull>,
     /// Received messages buffered for a slow consumer.
     pub inbound_buffer: Option<usize>,
+    /// Bytes of received messages buffered for a slow consumer.
+    pub inbound_buffer_bytes: Option<usize>,
     /// Largest accepted message in bytes.
     pub max_message_size: Option<usize>,
     /// Largest accepted frame in bytes.
@@ -118,6 +121,7 @@ impl fmt::Debug for WsSettings {
             .field("queue_capacity", &self.queue_capacity)
             .field("when_full", &self.when_full)
             .field("inbound_buffer", &self.inbound_buffer)
+            .field("inbound_buffer_bytes", &self.inbound_buffer_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -179,6 +183,9 @@ impl WsSettings {
         }
         if let Some(v) = self.inbound_buffer {
             b = b.inbound_buffer(v);
+        }
+        if let Some(v) = self.inbound_buffer_bytes {
+            b = b.inbound_buffer_bytes(v);
         }
         if let Some(v) = self.max_message_size {
             b = b.max_message_size(Some(v));

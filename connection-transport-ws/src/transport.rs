@@ -16,7 +16,9 @@ use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 use crate::config::WsConfig;
-use crate::connection::{Hook, IoParts, Outbox, Session, WsConnection, WsSender, spawn_io};
+use crate::connection::{
+    ByteBudget, Hook, IoParts, Outbox, Session, WsConnection, WsSender, spawn_io,
+};
 use crate::error::WsError;
 use crate::stream::MaybeTls;
 
@@ -29,6 +31,7 @@ use crate::stream::MaybeTls;
 pub(crate) struct Wiring {
     pub(crate) outbox: Arc<Outbox>,
     pub(crate) inbound: mpsc::Sender<Message>,
+    pub(crate) inbound_bytes: Arc<ByteBudget>,
     pub(crate) sender: WsSender,
 }
 
@@ -166,10 +169,12 @@ impl WsTransport {
             None => ws,
         };
 
-        let (outbox, inbound, sender, own_inbound, sender_ended) = match &self.wiring {
+        let (outbox, inbound, inbound_bytes, sender, own_inbound, sender_ended) = match &self.wiring
+        {
             Some(w) => (
                 w.outbox.clone(),
                 w.inbound.clone(),
+                w.inbound_bytes.clone(),
                 w.sender.clone(),
                 None,
                 None,
@@ -188,7 +193,14 @@ impl WsTransport {
                     Some(ended.clone()),
                     Arc::default(),
                 );
-                (outbox, in_tx, sender, Some(in_rx), Some(ended))
+                (
+                    outbox,
+                    in_tx,
+                    ByteBudget::new(config.inbound_buffer_bytes),
+                    sender,
+                    Some(in_rx),
+                    Some(ended),
+                )
             }
         };
         if self.wiring.is_none() {
@@ -203,6 +215,7 @@ impl WsTransport {
                 sender_ended,
                 outbox,
                 inbound,
+                inbound_bytes,
                 close_codes: config.close_codes.clone(),
                 close_timeout: config.close_timeout,
                 subprotocol,

@@ -51,3 +51,49 @@ async fn a_slow_consumer_bounds_memory_and_blocks_the_server() {
         })
         .await;
 }
+
+/// Large messages: the inbound buffer is bounded in bytes too. With 1 MiB messages and
+/// the default count bound (256), a paused consumer would hold 256 MiB; the default
+/// byte bound stops the reader at 16 MiB.
+#[tokio::test(start_paused = true)]
+async fn a_slow_consumer_of_large_messages_holds_at_most_the_byte_bound() {
+    const BIG: usize = 1024 * 1024;
+    let server = WsServer::start(Options::default(), |ws, log| flood(ws, log, 64, BIG)).await;
+    let mut client = WsClient::builder(server.url())
+        .configure(|c| c.no_heartbeat())
+        .spawn()
+        .unwrap();
+    client.wait_connected().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let held = client.buffered_bytes();
+    assert!(
+        held <= connection_transport_ws::DEFAULT_INBOUND_BUFFER_BYTES,
+        "{held} bytes held"
+    );
+    assert!(held >= 8 * BIG, "the buffer does fill: {held}");
+    let read = client.metrics().messages_in;
+    // 16 buffered, plus the one the reader holds while it waits for room.
+    assert!(read <= 17, "{read} messages read with a paused consumer");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        client.metrics().messages_in,
+        read,
+        "no reading while behind"
+    );
+
+    // Consuming frees bytes, and the flow resumes to the end.
+    for _ in 0..64 {
+        let msg = client.recv().await.unwrap();
+        assert_eq!(msg.len(), BIG);
+    }
+    assert_eq!(client.buffered_bytes(), 0);
+}
+
+#[test]
+fn the_byte_bound_is_validated() {
+    let err = connection_transport_ws::WsConfig::builder("ws://127.0.0.1:1/")
+        .inbound_buffer_bytes(0)
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("inbound_buffer_bytes"), "{err}");
+}
