@@ -37,7 +37,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{self, Bytes, Message, Utf8Bytes};
 
 use crate::config::{CloseCodePolicy, WhenFull};
 use crate::error::WsError;
@@ -465,6 +465,7 @@ pub(crate) fn spawn_io(ws: Ws, parts: IoParts) -> WsConnection {
         shared.clone(),
         parts.inbound,
         parts.inbound_bytes.clone(),
+        parts.outbox.clone(),
     ));
     let writer = tokio::spawn(writer_task(sink, shared.clone(), parts.outbox, control_rx));
     let (sender, inbound) = (parts.sender, parts.own_inbound);
@@ -488,10 +489,11 @@ async fn reader_task(
     shared: Arc<IoShared>,
     inbound: mpsc::Sender<Message>,
     bytes: Arc<ByteBudget>,
+    outbox: Arc<Outbox>,
 ) {
     let mut reason = shared.reason.subscribe();
     tokio::select! {
-        () = read_loop(stream, &shared, inbound, &bytes) => {}
+        () = read_loop(stream, &shared, inbound, &bytes, &outbox) => {}
         // A failed write means the socket is gone: reading on is pointless.
         _ = reason.wait_for(|r| matches!(r, Some(DisconnectReason::Error(_)))) => {}
     }
@@ -613,6 +615,43 @@ async fn write_loop(
     }
 }
 
+/// The close frame RFC 6455 asks for after a read error, when the socket still works:
+/// 1007 for text that is not UTF-8, 1009 for a message over our limit, 1002 for any
+/// other protocol violation; none for a broken socket or a connection already closing.
+fn close_frame_for(e: &tungstenite::Error) -> Option<CloseFrame> {
+    use tungstenite::error::{CapacityError, ProtocolError};
+    let (code, reason) = match e {
+        tungstenite::Error::Utf8(_) => (CloseCode::Invalid, "invalid UTF-8"),
+        tungstenite::Error::Capacity(CapacityError::MessageTooLong { .. }) => {
+            (CloseCode::Size, "message too big")
+        }
+        tungstenite::Error::Protocol(
+            ProtocolError::ResetWithoutClosingHandshake | ProtocolError::SendAfterClosing,
+        ) => return None,
+        tungstenite::Error::Protocol(_) => (CloseCode::Protocol, "protocol error"),
+        _ => return None,
+    };
+    Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    })
+}
+
+/// Waits, up to `limit`, until the application has taken every message received and
+/// the writer has written everything queued. Polled: neither condition has a wake-up of
+/// its own here. It must hold on two looks 1 ms apart, because an application that has
+/// just taken the last message may not have queued its answer yet.
+async fn settle(inbound: &mpsc::Sender<Message>, outbox: &Outbox, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let mut calm = 0;
+    while calm < 2 && Instant::now() < deadline {
+        let delivered = inbound.is_closed() || inbound.capacity() == inbound.max_capacity();
+        let written = outbox.pending.load(Ordering::Acquire) == 0;
+        calm = if delivered && written { calm + 1 } else { 0 };
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// Messages a writer took from the queue and has not settled yet; settles them on drop.
 struct InFlight<'a> {
     outbox: &'a Outbox,
@@ -645,6 +684,7 @@ async fn read_loop(
     shared: &IoShared,
     inbound: mpsc::Sender<Message>,
     bytes: &ByteBudget,
+    outbox: &Outbox,
 ) {
     let mut permit = None;
     loop {
@@ -691,13 +731,18 @@ async fn read_loop(
                 return;
             }
             Some(Err(e)) => {
+                let frame = close_frame_for(&e);
                 let e = WsError::from_stream(&shared.endpoint, e);
                 tracing::debug!(endpoint = %shared.endpoint, error = %e, "read failed");
-                if matches!(e, WsError::MessageTooLarge { .. }) {
-                    *shared.close_with.lock() = Some(CloseFrame {
-                        code: CloseCode::Size,
-                        reason: Utf8Bytes::from_static("message too big"),
-                    });
+                if let Some(frame) = frame {
+                    // The peer broke the protocol, but the socket works: as RFC 6455
+                    // 7.1.7 asks, say why (1002, 1007, 1009) after the application has
+                    // taken what arrived before the bad frame and the writer has sent
+                    // what was queued (an echo of the last good message), all within
+                    // the close timeout.
+                    *shared.close_with.lock() = Some(frame);
+                    drop(permit.take());
+                    settle(&inbound, outbox, shared.close_timeout).await;
                 }
                 shared.end(shared.error(e));
                 return;
@@ -897,6 +942,15 @@ impl Connection for WsConnection {
         // stopped answering: waiting for its close frame would only delay the reconnect.
         let unresponsive = self.shared.pending_ping.lock().is_some();
         let result = if broken || unresponsive {
+            // A protocol error leaves a close frame for the writer to send (1002, 1007,
+            // 1009): let it go out, bounded, before the socket is dropped. Without one the
+            // writer is already done, or stuck on a dead socket until the bound.
+            if broken
+                && !unresponsive
+                && let Some(writer) = self.writer.as_mut()
+            {
+                let _ = tokio::time::timeout(self.shared.close_timeout, writer).await;
+            }
             // There is nobody to say goodbye to.
             Ok(())
         } else {
