@@ -3,7 +3,9 @@
 //! - `ci`: everything CI checks, in the order that fails fastest; installs nothing it
 //!   cannot get from the toolchain or PyPI (the interop peer, see below), and says what
 //!   it skipped and why.
-//! - `interop`: sets up the third-party interop peers and runs only the interop tests.
+//! - `interop`: sets up the third-party interop peers and runs only the interop tests
+//!   (Python `websockets`, and the Autobahn|Testsuite fuzzing server).
+//! - `autobahn`: only the Autobahn|Testsuite conformance run.
 //! - `bench [group]`: the side-by-side comparisons; JSON lines on stdout.
 //! - `demo`: the demo, on local servers it starts itself.
 //!
@@ -12,6 +14,13 @@
 //! install is skipped when the venv already has the pinned version. The tests get the
 //! venv's interpreter through `CONNECTION_INTEROP_PYTHON`, and `CONNECTION_REQUIRE_INTEROP=1`
 //! makes a missing peer a failure instead of a notice.
+//!
+//! The conformance suite is PyPI `autobahntestsuite` 0.8.2, which needs CPython 2.7
+//! (`$CONNECTION_AUTOBAHN_PYTHON`, else `python2.7` on the PATH, else pyenv's 2.7): it is
+//! installed with `pip install --target target/autobahn/site` (skipped when there), and
+//! `target/autobahn/run.py` starts its fuzzing server bound to 127.0.0.1. The test
+//! `connection-transport-ws/tests/autobahn.rs` gets the folder through
+//! `CONNECTION_AUTOBAHN_DIR`.
 #![allow(clippy::print_stdout, reason = "a command-line tool reports on stdout")]
 
 use std::env;
@@ -48,10 +57,11 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("interop") => interop(),
+        Some("autobahn") => autobahn(),
         Some("bench") => bench(args.get(1).map(String::as_str)),
         Some("demo") => run(cargo().args(["run", "--quiet", "-p", "examples", "--bin", "demo"])),
         _ => {
-            eprintln!("usage: cargo xtask <ci | interop | bench [group] | demo>");
+            eprintln!("usage: cargo xtask <ci | interop | autobahn | bench [group] | demo>");
             eprintln!(
                 "bench groups: {}",
                 BENCH_GROUPS
@@ -170,8 +180,108 @@ fn with_interop_env(cmd: &mut Command) {
         .env(INTEROP_REQUIRE_VAR, "1");
 }
 
+/// The pinned conformance suite.
+const AUTOBAHN_PEER: &str = "autobahntestsuite==0.8.2";
+/// What the Autobahn test reads: the suite's folder and its interpreter.
+const AUTOBAHN_DIR_VAR: &str = "CONNECTION_AUTOBAHN_DIR";
+const AUTOBAHN_PYTHON_VAR: &str = "CONNECTION_AUTOBAHN_PYTHON";
+
+fn autobahn_dir() -> PathBuf {
+    root().join("target").join("autobahn")
+}
+
+/// A CPython 2.7 interpreter, which the suite needs.
+fn python27() -> Option<PathBuf> {
+    let works = |p: &Path| {
+        Command::new(p)
+            .args(["-c", "import sys; assert sys.version_info[:2] == (2, 7)"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    if let Ok(p) = env::var(AUTOBAHN_PYTHON_VAR) {
+        return Some(PathBuf::from(p)).filter(|p| works(p));
+    }
+    if works(Path::new("python2.7")) {
+        return Some(PathBuf::from("python2.7"));
+    }
+    let pyenv_root = Command::new("pyenv")
+        .arg("root")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".pyenv")))?;
+    let mut versions: Vec<PathBuf> = std::fs::read_dir(pyenv_root.join("versions"))
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("2.7"))
+        .map(|e| e.path().join("bin").join("python"))
+        .collect();
+    versions.sort();
+    versions.into_iter().rev().find(|p| works(p))
+}
+
+/// Installs the suite into `target/autobahn/site` unless it is there, and writes the
+/// script that starts its server on 127.0.0.1. Returns the interpreter.
+fn autobahn_setup() -> Result<PathBuf, String> {
+    let python = python27().ok_or_else(|| {
+        format!(
+            "no CPython 2.7 found for the Autobahn|Testsuite (set {AUTOBAHN_PYTHON_VAR}, or \
+             install 2.7 with pyenv)"
+        )
+    })?;
+    let dir = autobahn_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::write(dir.join("run.py"), include_str!("autobahn_run.py"))
+        .map_err(|e| format!("writing run.py: {e}"))?;
+    let marker = dir.join("site").join(".installed-autobahntestsuite-0.8.2");
+    if marker.exists() {
+        eprintln!("xtask: {AUTOBAHN_PEER} already installed");
+        return Ok(python);
+    }
+    eprintln!("xtask: installing {AUTOBAHN_PEER} for {}", python.display());
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-warn-script-location",
+            "--target",
+        ])
+        .arg(dir.join("site"))
+        .arg(AUTOBAHN_PEER))?;
+    std::fs::write(&marker, "").map_err(|e| format!("{}: {e}", marker.display()))?;
+    Ok(python)
+}
+
+fn with_autobahn_env(cmd: &mut Command, python: &Path) {
+    cmd.env(AUTOBAHN_DIR_VAR, autobahn_dir())
+        .env(AUTOBAHN_PYTHON_VAR, python);
+}
+
+fn autobahn() -> Result<(), String> {
+    let python = autobahn_setup()?;
+    let mut cmd = cargo();
+    cmd.args([
+        "test",
+        "--release",
+        "-p",
+        "connection-transport-ws",
+        "--test",
+        "autobahn",
+        "--",
+        "--nocapture",
+    ]);
+    with_autobahn_env(&mut cmd, &python);
+    run(&mut cmd)
+}
+
 fn interop() -> Result<(), String> {
     interop_setup()?;
+    autobahn()?;
     let mut cmd = cargo();
     if has_nextest() {
         cmd.args([
@@ -282,13 +392,16 @@ fn ci() -> Result<(), String> {
         eprintln!("\n=== xtask ci [{}/{total}] {name}", i + 1);
         let step_started = Instant::now();
         let result = match step {
-            Step::InteropSetup => interop_setup().map(drop),
+            Step::InteropSetup => interop_setup().and_then(|_| autobahn_setup()).map(drop),
             Step::Cargo(mut cmd) => {
                 if name == "doc" {
                     cmd.env("RUSTDOCFLAGS", "-Dwarnings");
                 }
                 if name == "test" {
                     with_interop_env(&mut cmd);
+                    if let Some(python) = python27() {
+                        with_autobahn_env(&mut cmd, &python);
+                    }
                 }
                 run(&mut cmd)
             }
