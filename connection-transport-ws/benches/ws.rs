@@ -386,7 +386,11 @@ fn reconnect() {
                             restarted = Some(SystemTime::now());
                         }
                     }
-                    EventKind::Connected => break (event.at, SystemTime::now()),
+                    // A Connected from before the restart is the previous trial's,
+                    // arriving late (the drain above cannot promise to catch it).
+                    EventKind::Connected if restarted.is_some() => {
+                        break (event.at, SystemTime::now());
+                    }
                     _ => {}
                 }
             };
