@@ -286,11 +286,13 @@ impl EventKind {
     /// How much this kind of event matters.
     pub fn severity(&self) -> Severity {
         match self {
-            // Giving up needs a person's attention; the other moves are routine.
+            // Giving up is worth a look, but not always an error: a peer's final close
+            // code (a WebSocket 1000) is a normal end. An error behind it is published as
+            // an `Error` event of its own.
             Self::StateChanged {
                 to: ConnectionState::Failed,
                 ..
-            } => Severity::Error,
+            } => Severity::Warn,
             Self::StateChanged { .. } => Severity::Debug,
             Self::Connected | Self::Reconnecting { .. } => Severity::Info,
             Self::Disconnected {

@@ -625,7 +625,17 @@ impl<T: Transport, B: Backoff> Task<T, B> {
         // Watchers learn of the loss before the (bounded, possibly slow) close of what is
         // left of the connection: failover and health react to this, and must not wait
         // for a close handshake the dead peer will never answer.
+        let fatal = match (&next, &reason) {
+            (Next::Fail, DisconnectReason::Error(e) | DisconnectReason::ProbeFailed(e)) => {
+                Some(e.clone())
+            }
+            _ => None,
+        };
         shared.publish(EventKind::Disconnected { reason });
+        if let Some(error) = fatal {
+            // Given up because of an error: that needs a person's attention.
+            shared.publish(EventKind::Error { error });
+        }
         match next {
             // A restart goes through Reconnecting so watchers see the connection drop.
             Next::Retry(_) | Next::Reconnect => shared.set_state(ConnectionState::Reconnecting),

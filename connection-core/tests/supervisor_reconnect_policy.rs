@@ -7,9 +7,11 @@ mod support;
 use std::time::Duration;
 
 use connection_core::{
-    ConnectionState, ConstantBackoff, DisconnectReason, Error, Supervised, Supervisor,
+    ConnectionState, ConstantBackoff, DisconnectReason, Error, EventFilter, EventKind, Severity,
+    Supervised, Supervisor,
 };
 use connection_testkit::{EchoClient, LoopbackServer, TcpEchoServer, TcpEchoTransport};
+use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A server that answers every request with the wrong bytes: a protocol error on an
@@ -102,6 +104,7 @@ async fn a_reconnect_policy_decides_per_loss() {
         })
         .spawn()
         .expect("spawn");
+    let mut errors = conn.subscribe(EventFilter::all().min_severity(Severity::Error));
     provoke_protocol_error(&conn).await;
     let mut state = conn.watch_state();
     state
@@ -113,4 +116,14 @@ async fn a_reconnect_policy_decides_per_loss() {
         .await
         .expect_err("failed");
     assert!(!err.is_retryable(), "{err}");
+    // Given up because of an error: one Error-severity event says which.
+    let event = tokio::time::timeout(Duration::from_secs(1), errors.next())
+        .await
+        .expect("an error event")
+        .expect("bus open")
+        .expect("not lagged");
+    assert!(
+        matches!(&event.kind, EventKind::Error { error } if matches!(**error, Error::Protocol { .. })),
+        "{event}"
+    );
 }

@@ -6,19 +6,27 @@ mod support;
 
 use std::time::Duration;
 
-use connection_core::{ConnectionState, DisconnectReason};
+use connection_core::{ConnectionState, DisconnectReason, EventFilter, Severity};
 use connection_transport_ws::{Message, WhenFull, WsClient, WsError};
+use futures::StreamExt;
 use support::{Options, WsServer, close_after, unresponsive};
 
 #[tokio::test(start_paused = true)]
 async fn after_a_final_close_code_sends_fail_and_the_reason_is_kept() {
     let server = WsServer::start(Options::default(), |ws, log| close_after(ws, log, 1, 1000)).await;
     let mut client = WsClient::builder(server.url()).spawn().expect("spawn");
+    let mut errors = client.events(EventFilter::all().min_severity(Severity::Error));
     client.send_text("one").await.expect("send");
     assert_eq!(client.recv().await, Some(Message::text("one")));
     // 1000 ends the client: the stream ends, and says why without any subscription.
     assert_eq!(client.recv().await, None);
     assert_eq!(client.state(), ConnectionState::Failed);
+    // A normal end is not an error.
+    let error = tokio::time::timeout(Duration::from_millis(100), errors.next()).await;
+    assert!(
+        error.is_err(),
+        "an Error-severity event for a 1000 close: {error:?}"
+    );
     match client.last_disconnect() {
         Some(DisconnectReason::CloseCode { code: 1000, .. }) => {}
         other => panic!("expected close code 1000, got {other:?}"),
