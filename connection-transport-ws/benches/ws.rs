@@ -10,7 +10,8 @@
 //!   window of 32 messages in flight (1 for the ping-pong variant), on one connection
 //!   each kept across rounds. Rounds alternate which side goes first; the figure is the
 //!   median of 15 rounds. stderr also shows the spread of the per-round ratios and the
-//!   CPU time per message of each side (all threads, server included), which a busy
+//!   CPU time per message of each side (all threads, server included; also in the JSON
+//!   line as `ours_cpu_us_per_msg` / `peer_cpu_us_per_msg`), which a busy
 //!   machine disturbs less than the wall clock.
 //!
 //!   Buffer defaults differ: ours reads into 8 KiB and writes through 16 KiB
@@ -281,7 +282,7 @@ fn echo() {
     );
     for (name, size, n, window) in cases {
         let payload = Bytes::from(vec![0x5a; size]);
-        let (ours, peer) = rt.block_on(async {
+        let (ours, peer, (ours_cpu, peer_cpu)) = rt.block_on(async {
             let (mut us, mut them) = (Ours::connect(&url).await, Peer::connect(&url).await);
             us.run(&payload, WARMUP, window).await;
             them.run(&payload, WARMUP, window).await;
@@ -302,12 +303,12 @@ fn echo() {
             }
             us.0.close(Duration::from_secs(1)).await;
             let per_msg = |ns: u64| ns as f64 / (ROUNDS * n) as f64 / 1e3;
+            let cpu = (per_msg(ours_cpu), per_msg(peer_cpu));
             eprintln!(
                 "  {name}: CPU per message, server included: ours {:.2} µs, {PEER} {:.2} µs",
-                per_msg(ours_cpu),
-                per_msg(peer_cpu)
+                cpu.0, cpu.1
             );
-            (ours, peer)
+            (ours, peer, cpu)
         });
         let ratios: Vec<f64> = ours.iter().zip(&peer).map(|(o, p)| o / p).collect();
         let (lo, hi) = ratios
@@ -316,7 +317,7 @@ fn echo() {
         let (o, p) = (median(ours), median(peer));
         let ratio = o / p;
         println!(
-            "{{\"bench\":\"{name}\",\"unit\":\"msg/s\",\"ours\":{o:.0},\"peer\":\"{PEER}\",\"peer_value\":{p:.0},\"ratio\":{ratio:.3}}}"
+            "{{\"bench\":\"{name}\",\"unit\":\"msg/s\",\"ours\":{o:.0},\"peer\":\"{PEER}\",\"peer_value\":{p:.0},\"ratio\":{ratio:.3},\"ours_cpu_us_per_msg\":{ours_cpu:.2},\"peer_cpu_us_per_msg\":{peer_cpu:.2}}}"
         );
         eprintln!("{name:<24} {o:>12.0} {p:>12.0} {ratio:>7.3}   ({lo:.2}..{hi:.2})");
     }

@@ -93,3 +93,34 @@ async fn a_reserved_opcode_gets_1002_after_the_echo_and_the_client_reconnects() 
     )
     .await;
 }
+
+/// A message over our limit: the server is told 1009 on every connection, not only when
+/// the writer wins a race against the supervisor's close (it used to lose about one time
+/// in seven). Twenty connections in a row, each receiving an oversized echo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_connection_that_receives_a_message_too_big_says_1009() {
+    let server = WsServer::start(Options::default(), support::echo).await;
+    let client = WsClient::builder(server.url())
+        .configure(|c| c.max_message_size(Some(1024)).max_frame_size(Some(1024)))
+        .backoff(ConstantBackoff::new(Duration::from_millis(10)))
+        // Each connection asks for its own oversized echo.
+        .on_connect(|session| async move {
+            session.send_binary(vec![0u8; 2000]).await?;
+            Ok(())
+        })
+        .spawn()
+        .expect("spawn");
+    server
+        .log
+        .wait_until("twenty connections", |l| l.accepted() >= 21)
+        .await;
+    client.close(Duration::from_secs(1)).await;
+    let closes = server.log.closes();
+    let too_big = closes.iter().filter(|(code, _)| *code == 1009).count();
+    // The connection open at the end may have been cut by our close instead.
+    assert!(
+        too_big >= 20,
+        "{too_big} of {} connections were told 1009: {closes:?}",
+        server.log.accepted()
+    );
+}
