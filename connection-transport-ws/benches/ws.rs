@@ -9,7 +9,7 @@
 //!   `SinkExt::send` from a sender task, `StreamExt::next` in the caller). Both keep a
 //!   window of 32 messages in flight (1 for the ping-pong variant), on one connection
 //!   each kept across rounds. Rounds alternate which side goes first; the figure is the
-//!   median of 15 rounds. stderr also shows the spread of the per-round ratios and the
+//!   median of 31 rounds. stderr also shows the spread of the per-round ratios and the
 //!   CPU time per message of each side (all threads, server included; also in the JSON
 //!   line as `ours_cpu_us_per_msg` / `peer_cpu_us_per_msg`), which a busy
 //!   machine disturbs less than the wall clock.
@@ -44,7 +44,7 @@ use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 const PEER: &str = "tokio-tungstenite";
-const ROUNDS: usize = 15;
+const ROUNDS: usize = 31;
 const WINDOW: usize = 32;
 /// Messages echoed before each timed run, on the same connection.
 const WARMUP: usize = 1_000;
