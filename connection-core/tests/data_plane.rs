@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use connection_core::Operation;
 use connection_core::{ConnectionState, ConstantBackoff, Error, Supervisor};
-use connection_testkit::{LoopbackServer, TcpEchoServer, TcpEchoTransport};
+use connection_testkit::{LoopbackServer, TcpEchoServer, TcpEchoTransport, handlers};
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
@@ -194,17 +194,7 @@ async fn after_shutdown_handles_fail_fast_instead_of_hanging() {
 #[tokio::test(start_paused = true)]
 async fn failures_on_traffic_reach_whoever_watches_the_supervisor() {
     // A server that answers every request with garbage: the echo does not match.
-    let server = LoopbackServer::start(|mut stream, _| async move {
-        use tokio::io::AsyncReadExt;
-        let mut buf = [0u8; 64];
-        while let Ok(n) = stream.read(&mut buf).await {
-            if n == 0 || stream.write_all(&vec![b'?'; n]).await.is_err() {
-                return;
-            }
-        }
-    })
-    .await
-    .expect("bind");
+    let server = LoopbackServer::start(handlers::garble).await.expect("bind");
     let conn = Supervisor::new(TcpEchoTransport::new(server.addr()).expect("port"))
         .backoff(ConstantBackoff::new(50 * MS))
         .spawn()

@@ -10,23 +10,13 @@ use connection_core::{
     ConnectionState, ConstantBackoff, DisconnectReason, Error, EventFilter, EventKind, Severity,
     Supervised, Supervisor,
 };
-use connection_testkit::{EchoClient, LoopbackServer, TcpEchoServer, TcpEchoTransport};
+use connection_testkit::{EchoClient, LoopbackServer, TcpEchoServer, TcpEchoTransport, handlers};
 use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A server that answers every request with the wrong bytes: a protocol error on an
 /// otherwise healthy connection.
 async fn garbage_server() -> LoopbackServer {
-    LoopbackServer::start(|mut stream, _| async move {
-        let mut buf = [0u8; 64];
-        while let Ok(n) = stream.read(&mut buf).await {
-            if n == 0 || stream.write_all(&vec![b'?'; n]).await.is_err() {
-                return;
-            }
-        }
-    })
-    .await
-    .expect("bind")
+    LoopbackServer::start(handlers::garble).await.expect("bind")
 }
 
 async fn provoke_protocol_error(conn: &Supervised<EchoClient>) {

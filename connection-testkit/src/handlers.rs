@@ -42,6 +42,28 @@ pub async fn echo(mut stream: TcpStream, peer: SocketAddr) {
     }
 }
 
+/// Answers every read with as many `?` bytes: a server whose socket works but whose
+/// answers are wrong, so an echo client sees a protocol error on a live connection.
+pub async fn garble(mut stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let mut buf = vec![0; READ_BUFFER];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) => return,
+            Ok(n) => {
+                if let Err(error) = stream.write_all(&vec![b'?'; n]).await {
+                    debug!(%peer, %error, "garble: connection failed");
+                    return;
+                }
+            }
+            Err(error) => {
+                debug!(%peer, %error, "garble: connection failed");
+                return;
+            }
+        }
+    }
+}
+
 /// Reads and discards everything and never writes, until the peer closes or fails:
 /// a server that is up but never answers.
 pub async fn silent(mut stream: TcpStream, peer: SocketAddr) {
