@@ -622,15 +622,15 @@ impl<T: Transport, B: Backoff> Task<T, B> {
             _ => Next::Retry(None),
         };
         *shared.last_disconnect.lock() = Some(reason.clone());
-        // Watchers learn of the loss before the (bounded, possibly slow) close of what is
-        // left of the connection: failover and health react to this, and must not wait
-        // for a close handshake the dead peer will never answer.
         let fatal = match (&next, &reason) {
             (Next::Fail, DisconnectReason::Error(e) | DisconnectReason::ProbeFailed(e)) => {
                 Some(e.clone())
             }
             _ => None,
         };
+        // Watchers learn of the loss before the (bounded, possibly slow) close of what is
+        // left of the connection: failover and health react to this, and must not wait
+        // for a close handshake the dead peer will never answer.
         shared.publish(EventKind::Disconnected { reason });
         if let Some(error) = fatal {
             // Given up because of an error: that needs a person's attention.

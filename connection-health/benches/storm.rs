@@ -113,18 +113,7 @@ async fn storm(
     tokio::time::sleep(OUTAGE).await;
     let restarted = Instant::now();
     server.restart().await?;
-    timeout(BACK_BOUND, async {
-        while connected() < STORM_N {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .map_err(|_| {
-        format!(
-            "only {} of {STORM_N} clients back in {BACK_BOUND:?}",
-            connected()
-        )
-    })?;
+    all_up(&connected, STORM_N, "back after the restart").await?;
     let times: Vec<Duration> = accepted
         .lock()
         .iter()
@@ -143,6 +132,23 @@ async fn storm(
     })
 }
 
+/// Waits (bounded by `BACK_BOUND`) until `count()` reaches `n`.
+async fn all_up(count: &impl Fn() -> usize, n: usize, what: &str) -> Result<(), BoxError> {
+    timeout(BACK_BOUND, async {
+        while count() < n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .map_err(|_| {
+        format!(
+            "only {} of {n} clients {what} within {BACK_BOUND:?}",
+            count()
+        )
+        .into()
+    })
+}
+
 /// `STORM_N` supervisors built by `make` against `server`, all connected.
 async fn supervisors<B: connection_core::Backoff>(
     server: &LoopbackServer,
@@ -158,13 +164,7 @@ async fn supervisors<B: connection_core::Backoff>(
             .filter(|s| s.state() == ConnectionState::Connected)
             .count()
     };
-    timeout(BACK_BOUND, async {
-        while up() < STORM_N {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .map_err(|_| format!("only {} of {STORM_N} connected", up()))?;
+    all_up(&up, STORM_N, "connected").await?;
     Ok(all)
 }
 
@@ -256,13 +256,7 @@ async fn memory() -> Result<(), BoxError> {
             .filter(|s| s.state() == ConnectionState::Connected)
             .count()
     };
-    timeout(BACK_BOUND, async {
-        while up() < N_MEMORY {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .map_err(|_| format!("only {} of {N_MEMORY} connected", up()))?;
+    all_up(&up, N_MEMORY, "connected").await?;
     let after = rss_bytes().ok_or("no RSS on this platform")?;
     let per = after.saturating_sub(before) as f64 / N_MEMORY as f64;
     let bare = support::peer_memory(addr, N_MEMORY, 256).unwrap_or(f64::NAN);

@@ -17,15 +17,9 @@ use parking_lot::Mutex;
 
 use crate::options::ConnectionOptions;
 
-/// The last connect error of a connection: the error (a cheap clone, with its kind) and
-/// its message, formatted once for reports.
-#[derive(Clone, Debug)]
-pub(crate) struct LastError {
-    pub(crate) message: Arc<str>,
-    pub(crate) error: Arc<Error>,
-}
-
-pub(crate) type LastErrorCell = Arc<Mutex<Option<LastError>>>;
+/// The last connect error of a connection, for reports: a cheap clone of the error
+/// itself, with its kind; formatted only when a report asks.
+pub(crate) type LastErrorCell = Arc<Mutex<Option<Arc<Error>>>>;
 
 /// Starts a supervisor for a connection; type-erases the transport.
 trait Spawn: Send + Sync {
@@ -97,10 +91,7 @@ impl<T: Transport> Transport for Managed<T> {
             None => self.inner.connect().await,
         };
         if let Err(error) = &result {
-            *self.last_error.lock() = Some(LastError {
-                message: error.to_string().into(),
-                error: Arc::new(error.clone()),
-            });
+            *self.last_error.lock() = Some(Arc::new(error.clone()));
         }
         result
     }
@@ -336,7 +327,7 @@ impl Entry {
         self.health.store(encode(status), Relaxed);
     }
 
-    pub(crate) fn last_error(&self) -> Option<LastError> {
+    pub(crate) fn last_error(&self) -> Option<Arc<Error>> {
         self.last_error.lock().clone()
     }
 

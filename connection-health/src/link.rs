@@ -154,41 +154,30 @@ impl<H: Clone + Send + Sync + 'static> GroupLink<H> {
         let deadline = Instant::now() + within;
         let mut primary = self.group.watch_primary();
         loop {
-            let current = primary.borrow_and_update().clone();
-            if let Some(name) = current.filter(|n| Some(&**n) != avoid) {
-                let (link, _) = &self.routes[&name];
-                let mut link = link.clone();
-                // The primary is chosen by rating; its connection may still be a step
-                // behind (or ahead): wait for either to move.
-                loop {
-                    if let Ok(io) = link.current() {
-                        return Ok((name, io));
-                    }
-                    tokio::select! {
-                        changed = primary.changed() => {
-                            if changed.is_err() {
-                                return Err(self.group.no_healthy_route());
-                            }
-                            break;
-                        }
-                        state = link.changed() => {
-                            if state.is_err() {
-                                break;
-                            }
-                        }
-                        () = tokio::time::sleep_until(deadline) => {
-                            return Err(self.group.no_healthy_route());
-                        }
-                    }
-                }
-                continue;
+            let name = primary
+                .borrow_and_update()
+                .clone()
+                .filter(|n| Some(&**n) != avoid);
+            let mut link = name.as_ref().map(|n| self.routes[n].0.clone());
+            if let (Some(name), Some(Ok(io))) = (&name, link.as_ref().map(Link::current)) {
+                return Ok((name.clone(), io));
             }
+            // The primary is chosen by rating; its connection may be a step behind (or
+            // ahead): wait for either to move.
+            let link_moved = async {
+                match link.as_mut() {
+                    Some(l) => l.changed().await.map(drop),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 changed = primary.changed() => {
                     if changed.is_err() {
                         return Err(self.group.no_healthy_route());
                     }
                 }
+                // A link whose slot is gone never moves again: only the primary can.
+                Ok(()) = link_moved => {}
                 () = tokio::time::sleep_until(deadline) => {
                     return Err(self.group.no_healthy_route());
                 }

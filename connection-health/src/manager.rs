@@ -707,7 +707,7 @@ async fn first_outcome(
 fn failure(entry: &Entry, state: ConnectionState) -> ConnectFailure {
     let last = entry.last_error();
     let error = match (&last, state) {
-        (Some(e), _) => e.message.clone(),
+        (Some(e), _) => e.to_string().into(),
         (None, ConnectionState::Closed) => "shut down while connecting".into(),
         (None, _) => format!(
             "connection to {} lost right after connecting",
@@ -718,7 +718,7 @@ fn failure(entry: &Entry, state: ConnectionState) -> ConnectFailure {
     ConnectFailure {
         name: entry.name.clone(),
         error,
-        source: last.map(|e| e.error),
+        source: last,
         retrying: state == ConnectionState::Reconnecting,
         state,
     }
@@ -734,7 +734,7 @@ fn status_of(entry: &Entry) -> ConnectionStatus {
             .as_ref()
             .map_or(ConnectionState::Disconnected, SupervisorHandle::state),
         health: entry.health(),
-        last_error: entry.last_error().map(|e| e.message),
+        last_error: entry.last_error().map(|e| e.to_string().into()),
         attached: entry.is_attached(),
         metrics: entry.metrics.snapshot(),
     }
@@ -782,7 +782,8 @@ impl RouteOwner for Shared {
     }
 
     fn report_lost(&self, entry: &Entry) {
-        entry.metrics.inc_errors();
+        // A rating only: the connection counted the error itself when it saw it on its
+        // traffic (`Traffic::failure`); counting it here too would count it twice.
         let _ = self.monitor_tx.send(Cmd::Lost { key: entry.key });
     }
 }

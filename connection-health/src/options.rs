@@ -21,8 +21,9 @@ pub(crate) type BackoffFactory = Arc<dyn Fn() -> Box<dyn Backoff> + Send + Sync>
 /// 5000, "close_timeout_ms": 5000, "reconnect_delay_ms": null, "max_reconnect_attempts":
 /// null}`. Without a `reconnect_delay` the connection reconnects with jittered
 /// exponential backoff ([`ExponentialBackoff::default`]), so many connections that lose
-/// one server together do not come back in lockstep. A custom backoff strategy (such as `connection-retry`'s exponential backoff)
-/// is set with [`ConnectionOptionsBuilder::backoff`] and is not part of the serde form.
+/// one server together do not come back in lockstep. A custom backoff strategy (such
+/// as one of `connection-retry`'s) is set with [`ConnectionOptionsBuilder::backoff`] and
+/// is not part of the serde form.
 ///
 /// ```
 /// use connection_health::ConnectionOptions;

@@ -217,6 +217,18 @@ impl WsSender {
         self.client_state.get().map(|rx| *rx.borrow())
     }
 
+    /// Why a client's sender refuses to queue: the client is Closed ([`WsError::Shutdown`])
+    /// or Failed ([`WsError::Closed`]: nothing drains the queue of a failed client until
+    /// it is restarted; the cause is in `WsClient::last_disconnect`).
+    fn client_refusal(&self) -> Option<WsError> {
+        let endpoint = self.endpoint.clone();
+        match self.client_state()? {
+            ConnectionState::Closed => Some(WsError::Shutdown { endpoint }),
+            ConnectionState::Failed => Some(WsError::Closed { endpoint }),
+            _ => None,
+        }
+    }
+
     /// Resolves once the client is Failed or Closed (or its supervisor is gone); never
     /// for a standalone connection's sender.
     async fn client_over(&self) {
@@ -241,20 +253,13 @@ impl WsSender {
                 endpoint: self.endpoint.clone(),
             });
         }
-        if self.closed.load(Ordering::Acquire)
-            || self.tx.is_closed()
-            || self.client_state() == Some(ConnectionState::Closed)
-        {
+        if self.closed.load(Ordering::Acquire) || self.tx.is_closed() {
             return Err(WsError::Shutdown {
                 endpoint: self.endpoint.clone(),
             });
         }
-        if self.client_state() == Some(ConnectionState::Failed) {
-            // Nothing drains the queue of a failed client until it is restarted: say so
-            // now (the cause: `WsClient::last_disconnect`, `SupervisorHandle::last_error`).
-            return Err(WsError::Closed {
-                endpoint: self.endpoint.clone(),
-            });
+        if let Some(refused) = self.client_refusal() {
+            return Err(refused);
         }
         if !matches!(msg, Message::Text(_) | Message::Binary(_)) {
             return Err(WsError::ControlFrame {
@@ -280,14 +285,8 @@ impl WsSender {
                 };
                 let permit = tokio::select! {
                     permit = self.tx.reserve() => permit.map_err(|_| shutdown())?,
-                    () = self.client_over() => {
-                        return Err(match self.client_state() {
-                            Some(ConnectionState::Failed) => WsError::Closed {
-                                endpoint: self.endpoint.clone(),
-                            },
-                            _ => shutdown(),
-                        });
-                    }
+                    // A supervisor that is gone left the state it had: Closed at the latest.
+                    () = self.client_over() => return Err(self.client_refusal().unwrap_or_else(shutdown)),
                 };
                 self.outbox.pending.fetch_add(1, Ordering::AcqRel);
                 permit.send(msg);
@@ -380,18 +379,18 @@ pub(crate) struct IoShared {
     pending_ping: parking_lot::Mutex<Option<PendingPing>>,
     we_closed: AtomicBool,
     /// A close frame the writer owes the server when the reader gives up on the
-    /// connection (1009 for a message over our limit, as RFC 6455 7.4.1 asks).
+    /// connection (1002, 1007, 1009, as RFC 6455 7.1.7 and 7.4.1 ask).
     close_with: parking_lot::Mutex<Option<CloseFrame>>,
+    /// Set with `close_with` and never cleared (the writer takes the frame): tells
+    /// `close()` a frame is or was on its way, worth waiting for.
+    close_owed: AtomicBool,
     close_codes: CloseCodePolicy,
     close_timeout: Duration,
 }
 
 impl IoShared {
-    fn metrics(&self) -> &ConnectionMetrics {
-        match self.bound.get() {
-            Some(t) => t.metrics(),
-            None => &self.own_metrics,
-        }
+    fn metrics(&self) -> &Arc<ConnectionMetrics> {
+        self.bound.get().map_or(&self.own_metrics, Traffic::metrics)
     }
 
     /// Records why the connection ended; the first reason wins.
@@ -454,6 +453,7 @@ pub(crate) fn spawn_io(ws: Ws, parts: IoParts) -> WsConnection {
         pending_ping: parking_lot::Mutex::new(None),
         we_closed: AtomicBool::new(false),
         close_with: parking_lot::Mutex::new(None),
+        close_owed: AtomicBool::new(false),
         close_codes: parts.close_codes,
         close_timeout: parts.close_timeout,
     });
@@ -741,6 +741,7 @@ async fn read_loop(
                     // what was queued (an echo of the last good message), all within
                     // the close timeout.
                     *shared.close_with.lock() = Some(frame);
+                    shared.close_owed.store(true, Ordering::Release);
                     drop(permit.take());
                     settle(&inbound, outbox, shared.close_timeout).await;
                 }
@@ -823,10 +824,7 @@ impl WsConnection {
     /// This connection's traffic counters (a client's connections record into the
     /// client's metrics).
     pub fn metrics(&self) -> &Arc<ConnectionMetrics> {
-        match self.shared.bound.get() {
-            Some(t) => t.metrics(),
-            None => &self.shared.own_metrics,
-        }
+        self.shared.metrics()
     }
 
     /// The sender of the queue this connection's writer drains: its own for a
@@ -943,10 +941,11 @@ impl Connection for WsConnection {
         let unresponsive = self.shared.pending_ping.lock().is_some();
         let result = if broken || unresponsive {
             // A protocol error leaves a close frame for the writer to send (1002, 1007,
-            // 1009): let it go out, bounded, before the socket is dropped. Without one the
-            // writer is already done, or stuck on a dead socket until the bound.
+            // 1009): let it go out, bounded, before the socket is dropped. A broken socket
+            // owes nothing, and its writer may be stuck in a flush: drop it at once.
             if broken
                 && !unresponsive
+                && self.shared.close_owed.load(Ordering::Acquire)
                 && let Some(writer) = self.writer.as_mut()
             {
                 let _ = tokio::time::timeout(self.shared.close_timeout, writer).await;
