@@ -2,19 +2,24 @@
 //!
 //! Three ways in, one validation: the builder, serde deserialization (durations in
 //! milliseconds, field names as in the table below) and environment variables with the
-//! `CONNECTION_` prefix. Each ends in [`ConnectionConfig::validate`], so a zero timeout or
-//! a maximum below its minimum is refused with an error naming the field, whichever way
-//! it came.
+//! `CONNECTION_` prefix (the serde name upper-cased, read by [`crate::env::load_env`]).
+//! Each ends in [`ConnectionConfig::validate`], so a zero timeout, a duration past
+//! [`MAX_DURATION`] or a maximum below its minimum is refused with an error naming the
+//! field (and the variable), whichever way it came.
 //!
-//! | field | environment variable | default |
+//! | serde field | environment variable | default |
 //! |---|---|---|
-//! | `connect_timeout_ms` | `CONNECTION_TIMEOUT_MS` | 10 000 |
-//! | `keepalive_interval_ms` (0 = off) | `CONNECTION_KEEPALIVE_INTERVAL_MS` | 0 |
+//! | `connect_timeout_ms` | `CONNECTION_CONNECT_TIMEOUT_MS` | 10 000 |
+//! | `keepalive_interval_ms` (0 or `null` = off) | `CONNECTION_KEEPALIVE_INTERVAL_MS` | off |
 //! | `probe_timeout_ms` | `CONNECTION_PROBE_TIMEOUT_MS` | 5 000 |
 //! | `shutdown_timeout_ms` | `CONNECTION_SHUTDOWN_TIMEOUT_MS` | 5 000 |
-//! | `retry_max_attempts` (absent = unlimited) | `CONNECTION_RETRY_MAX_ATTEMPTS` | unlimited |
-//! | `retry_initial_delay_ms` | `CONNECTION_RETRY_INITIAL_DELAY_MS` | 100 |
+//! | `retry_max_attempts` (`null` = unlimited) | `CONNECTION_RETRY_MAX_ATTEMPTS` | unlimited |
+//! | `retry_initial_delay_ms` | `CONNECTION_RETRY_INITIAL_DELAY_MS` | 250 |
 //! | `retry_max_delay_ms` | `CONNECTION_RETRY_MAX_DELAY_MS` | 30 000 |
+//!
+//! The `CONNECTION_RETRY_*` variables mean one thing wherever they are read: the
+//! reconnect schedule [`ConnectionConfig::backoff`], exponential from the initial delay,
+//! doubling, capped at the maximum, with equal jitter (the library's default schedule).
 //!
 //! ```
 //! use connection_core::ConnectionConfig;
@@ -29,22 +34,30 @@
 //! let err = ConnectionConfig::builder().connect_timeout(Duration::ZERO).build().unwrap_err();
 //! assert_eq!(err.field(), "connect_timeout");
 //!
-//! let from_env = ConnectionConfig::from_vars([("CONNECTION_TIMEOUT_MS", "2500")])?;
+//! let from_env = ConnectionConfig::from_vars([("CONNECTION_CONNECT_TIMEOUT_MS", "2500")])?;
 //! assert_eq!(from_env.connect_timeout, Duration::from_millis(2500));
 //! # Ok::<(), connection_core::ConfigError>(())
 //! ```
 
 use std::time::Duration;
 
-/// The prefix of every environment variable read by [`ConnectionConfig::from_env`].
-pub const ENV_PREFIX: &str = "CONNECTION_";
+use crate::env::EnvVar;
 
-/// A setting that was refused, and why.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid setting `{field}`: {reason}")]
+/// The prefix of every environment variable read by [`ConnectionConfig::from_env`].
+pub const ENV_PREFIX: &str = crate::env::PROJECT_PREFIX;
+
+/// The longest duration any setting accepts: one year. Longer is refused at build or
+/// load time, so no deadline computed from a setting can overflow later.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// A setting that was refused, and why: the setting's name, and when it came from the
+/// environment, the variable and its value (never the value of a secret).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
     field: &'static str,
     reason: String,
+    variable: Option<String>,
+    value: Option<String>,
 }
 
 impl ConfigError {
@@ -53,10 +66,20 @@ impl ConfigError {
         Self {
             field,
             reason: reason.into(),
+            variable: None,
+            value: None,
         }
     }
 
-    /// The name of the offending setting.
+    /// The same error, located at an environment variable (and its value, unless it
+    /// is a secret).
+    pub fn with_variable(mut self, variable: String, value: Option<String>) -> Self {
+        self.variable = Some(variable);
+        self.value = value;
+        self
+    }
+
+    /// The name of the offending setting (empty for an unknown variable).
     pub fn field(&self) -> &'static str {
         self.field
     }
@@ -65,68 +88,78 @@ impl ConfigError {
     pub fn reason(&self) -> &str {
         &self.reason
     }
+
+    /// The environment variable it came from, if it came from one.
+    pub fn variable(&self) -> Option<&str> {
+        self.variable.as_deref()
+    }
+
+    /// The value that was refused, when it came from the environment and is no secret.
+    pub fn value(&self) -> Option<&str> {
+        self.value.as_deref()
+    }
 }
 
-/// Refuses a zero duration for `field`: a zero timeout would fail every operation.
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("invalid setting ")?;
+        match (&self.variable, &self.value) {
+            (Some(var), Some(value)) => write!(f, "{var}={value:?}")?,
+            (Some(var), None) => write!(f, "{var}")?,
+            (None, _) => write!(f, "`{}`", self.field)?,
+        }
+        if self.variable.is_some() && !self.field.is_empty() {
+            write!(f, " (`{}`)", self.field)?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Refuses a zero duration for `field` (a zero timeout would fail every operation), and
+/// one past [`MAX_DURATION`].
 pub fn require_nonzero(field: &'static str, value: Duration) -> Result<(), ConfigError> {
     if value.is_zero() {
         Err(ConfigError::new(field, "must be greater than zero"))
+    } else {
+        require_at_most_max(field, value)
+    }
+}
+
+/// Refuses a duration past [`MAX_DURATION`] for `field`.
+pub fn require_at_most_max(field: &'static str, value: Duration) -> Result<(), ConfigError> {
+    if value > MAX_DURATION {
+        Err(ConfigError::new(
+            field,
+            format!("{value:?} is longer than the maximum, one year"),
+        ))
     } else {
         Ok(())
     }
 }
 
-/// Deserializes `T` from the variables whose names start with `prefix`: the rest of
-/// the name, lower-cased, is the field (`CONNECTION_POOL_MAX_SIZE` → `max_size`).
-///
-/// Every crate's config already has a serde form; reading the environment through it
-/// means one schema and one validation for files and variables alike. Values that
-/// parse as numbers or `true`/`false` are passed as such, `null` as null (to turn an
-/// optional setting off), anything else as text. A value of the wrong type or an
-/// unknown name is an error whose field is the prefix.
-///
-/// ```
-/// #[derive(serde::Deserialize)]
-/// struct Limits { max_size: u32, mode: String }
-///
-/// let l: Limits = connection_core::from_prefixed_vars(
-///     "APP_",
-///     [("APP_MAX_SIZE", "8"), ("APP_MODE", "fast"), ("OTHER", "x")],
-/// )?;
-/// assert_eq!((l.max_size, l.mode.as_str()), (8, "fast"));
-/// # Ok::<(), connection_core::ConfigError>(())
-/// ```
-pub fn from_prefixed_vars<T, K, V>(
-    prefix: &'static str,
-    vars: impl IntoIterator<Item = (K, V)>,
-) -> Result<T, ConfigError>
+/// Refuses a count outside `min..=max` for `field`.
+pub fn require_in_range<T>(
+    field: &'static str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<(), ConfigError>
 where
-    T: serde::de::DeserializeOwned,
-    K: AsRef<str>,
-    V: AsRef<str>,
+    T: PartialOrd + std::fmt::Display,
 {
-    use serde_json::{Map, Value};
-    let mut fields = Map::new();
-    for (key, value) in vars {
-        let Some(field) = key.as_ref().strip_prefix(prefix) else {
-            continue;
-        };
-        let value = value.as_ref().trim();
-        let value = if let Ok(n) = value.parse::<u64>() {
-            Value::from(n)
-        } else if let Ok(x) = value.parse::<f64>() {
-            Value::from(x)
-        } else if let Ok(b) = value.parse::<bool>() {
-            Value::from(b)
-        } else if value == "null" {
-            Value::Null
-        } else {
-            Value::from(value)
-        };
-        fields.insert(field.to_ascii_lowercase(), value);
+    if range.contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            field,
+            format!(
+                "{value} is out of range {}..={}",
+                range.start(),
+                range.end()
+            ),
+        ))
     }
-    serde_json::from_value(Value::Object(fields))
-        .map_err(|e| ConfigError::new(prefix, e.to_string()))
 }
 
 /// Connection lifecycle settings shared by every transport.
@@ -158,7 +191,7 @@ impl Default for ConnectionConfig {
             probe_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(5),
             retry_max_attempts: None,
-            retry_initial_delay: Duration::from_millis(100),
+            retry_initial_delay: Duration::from_millis(250),
             retry_max_delay: Duration::from_secs(30),
         }
     }
@@ -178,6 +211,7 @@ impl ConnectionConfig {
         require_nonzero("probe_timeout", self.probe_timeout)?;
         require_nonzero("shutdown_timeout", self.shutdown_timeout)?;
         require_nonzero("retry_initial_delay", self.retry_initial_delay)?;
+        require_at_most_max("retry_max_delay", self.retry_max_delay)?;
         if let Some(interval) = self.keepalive_interval {
             require_nonzero("keepalive_interval", interval)?;
             if self.probe_timeout > interval {
@@ -208,9 +242,89 @@ impl ConnectionConfig {
         Ok(())
     }
 
-    /// The defaults overridden by `CONNECTION_*` environment variables, validated.
+    /// The reconnect schedule these settings describe: exponential from
+    /// `retry_initial_delay`, doubling, capped at `retry_max_delay`, equal jitter, for
+    /// `retry_max_attempts` attempts (unlimited when `None`). With the defaults it is
+    /// [`ExponentialBackoff::default`](crate::ExponentialBackoff::default).
+    ///
+    /// Each call seeds its own jitter, so connections built from one config disperse.
+    ///
+    /// ```
+    /// use connection_core::{Backoff, ConnectionConfig};
+    /// use std::time::Duration;
+    ///
+    /// let cfg = ConnectionConfig::from_vars([("CONNECTION_RETRY_MAX_ATTEMPTS", "3")])?;
+    /// let mut schedule = cfg.backoff();
+    /// let first = schedule.next_delay(1, None).unwrap();
+    /// assert!(first >= Duration::from_millis(125) && first <= Duration::from_millis(250));
+    /// assert_eq!(schedule.next_delay(4, None), None);
+    /// // A supervisor takes its lifecycle settings and its schedule from the same config:
+    /// // `Supervisor::new(transport).config(&cfg).backoff(cfg.backoff())`.
+    /// # Ok::<(), connection_core::ConfigError>(())
+    /// ```
+    pub fn backoff(&self) -> crate::ExponentialBackoff {
+        let b = crate::ExponentialBackoff::new(self.retry_initial_delay, self.retry_max_delay);
+        match self.retry_max_attempts {
+            Some(n) => b.max_attempts(n),
+            None => b,
+        }
+    }
+
+    /// The variables [`from_env`](Self::from_env) reads.
+    pub const ENV: crate::env::EnvSection = crate::env::EnvSection::new(
+        ENV_PREFIX,
+        &[
+            EnvVar::new(
+                "CONNECTION_CONNECT_TIMEOUT_MS",
+                "connect_timeout",
+                "10000",
+                "limit on one connect attempt, ms",
+            ),
+            EnvVar::new(
+                "CONNECTION_KEEPALIVE_INTERVAL_MS",
+                "keepalive_interval",
+                "0",
+                "probe an established connection this often, ms (0 = off)",
+            ),
+            EnvVar::new(
+                "CONNECTION_PROBE_TIMEOUT_MS",
+                "probe_timeout",
+                "5000",
+                "limit on one probe, ms",
+            ),
+            EnvVar::new(
+                "CONNECTION_SHUTDOWN_TIMEOUT_MS",
+                "shutdown_timeout",
+                "5000",
+                "limit on a graceful close, ms",
+            ),
+            EnvVar::new(
+                "CONNECTION_RETRY_MAX_ATTEMPTS",
+                "retry_max_attempts",
+                "null",
+                "reconnect attempts before giving up (null = unlimited)",
+            ),
+            EnvVar::new(
+                "CONNECTION_RETRY_INITIAL_DELAY_MS",
+                "retry_initial_delay",
+                "250",
+                "first reconnect delay, ms (doubling, equal jitter)",
+            ),
+            EnvVar::new(
+                "CONNECTION_RETRY_MAX_DELAY_MS",
+                "retry_max_delay",
+                "30000",
+                "ceiling on reconnect delays, ms",
+            ),
+        ],
+    );
+
+    /// The defaults overridden by the `CONNECTION_*` environment variables of
+    /// [`ENV`](Self::ENV), validated. Names under another crate's section
+    /// (`CONNECTION_POOL_*`, ...) are left to it; any other unknown `CONNECTION_*` name is
+    /// refused.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::default().merge_vars(std::env::vars())
+        Self::from_vars(std::env::vars())
     }
 
     /// Like [`from_env`](Self::from_env), reading from the given pairs instead of the
@@ -220,63 +334,10 @@ impl ConnectionConfig {
         K: AsRef<str>,
         V: AsRef<str>,
     {
-        Self::default().merge_vars(vars)
-    }
-
-    /// Overrides the settings of `self` that `vars` mention (keys with the `CONNECTION_`
-    /// prefix; others are ignored), then validates. Unknown `CONNECTION_` keys are ignored
-    /// too, so other crates can add their own.
-    pub fn merge_vars<K, V>(
-        mut self,
-        vars: impl IntoIterator<Item = (K, V)>,
-    ) -> Result<Self, ConfigError>
-    where
-        K: AsRef<str>,
-        V: AsRef<str>,
-    {
-        for (key, value) in vars {
-            let Some(key) = key.as_ref().strip_prefix(ENV_PREFIX) else {
-                continue;
-            };
-            let value = value.as_ref().trim();
-            match key {
-                "TIMEOUT_MS" => self.connect_timeout = ms("connect_timeout", value)?,
-                "KEEPALIVE_INTERVAL_MS" => {
-                    let d = ms("keepalive_interval", value)?;
-                    self.keepalive_interval = (!d.is_zero()).then_some(d);
-                }
-                "PROBE_TIMEOUT_MS" => self.probe_timeout = ms("probe_timeout", value)?,
-                "SHUTDOWN_TIMEOUT_MS" => self.shutdown_timeout = ms("shutdown_timeout", value)?,
-                "RETRY_MAX_ATTEMPTS" => {
-                    self.retry_max_attempts = Some(value.parse().map_err(|_| {
-                        ConfigError::new(
-                            "retry_max_attempts",
-                            format!("{value:?} is not a whole number"),
-                        )
-                    })?);
-                }
-                "RETRY_INITIAL_DELAY_MS" => {
-                    self.retry_initial_delay = ms("retry_initial_delay", value)?
-                }
-                "RETRY_MAX_DELAY_MS" => self.retry_max_delay = ms("retry_max_delay", value)?,
-                _ => {}
-            }
-        }
-        self.validate()?;
-        Ok(self)
-    }
-}
-
-fn ms(field: &'static str, value: &str) -> Result<Duration, ConfigError> {
-    value
-        .parse::<u64>()
-        .map(Duration::from_millis)
-        .map_err(|_| {
-            ConfigError::new(
-                field,
-                format!("{value:?} is not a whole number of milliseconds"),
-            )
+        crate::env::load_env(&Self::ENV, vars, |raw: RawConfig| {
+            ConnectionConfig::try_from(raw)
         })
+    }
 }
 
 /// Builds a validated [`ConnectionConfig`]; errors surface at [`build`](Self::build).
@@ -419,13 +480,13 @@ mod tests {
     #[test]
     fn env_vars_override_defaults_and_are_validated() {
         let cfg = ConnectionConfig::from_vars([
-            ("CONNECTION_TIMEOUT_MS", "1500"),
+            ("CONNECTION_CONNECT_TIMEOUT_MS", "1500"),
             ("CONNECTION_KEEPALIVE_INTERVAL_MS", "20000"),
             ("CONNECTION_PROBE_TIMEOUT_MS", "2000"),
             ("CONNECTION_RETRY_MAX_ATTEMPTS", "7"),
             ("CONNECTION_RETRY_INITIAL_DELAY_MS", "50"),
             ("CONNECTION_RETRY_MAX_DELAY_MS", "60000"),
-            ("CONNECTION_SOMETHING_ELSE", "ignored"),
+            ("CONNECTION_POOL_MAX_SIZE", "left to the pool"),
             ("PATH", "/bin"),
         ])
         .unwrap();
@@ -434,10 +495,28 @@ mod tests {
         assert_eq!(cfg.retry_max_attempts, Some(7));
         assert_eq!(cfg.retry_max_delay, Duration::from_secs(60));
 
-        let err = ConnectionConfig::from_vars([("CONNECTION_TIMEOUT_MS", "soon")]).unwrap_err();
+        let err =
+            ConnectionConfig::from_vars([("CONNECTION_CONNECT_TIMEOUT_MS", "soon")]).unwrap_err();
         assert_eq!(err.field(), "connect_timeout");
-        let err = ConnectionConfig::from_vars([("CONNECTION_TIMEOUT_MS", "0")]).unwrap_err();
+        assert_eq!(err.variable(), Some("CONNECTION_CONNECT_TIMEOUT_MS"));
+        let err =
+            ConnectionConfig::from_vars([("CONNECTION_CONNECT_TIMEOUT_MS", "0")]).unwrap_err();
         assert_eq!(err.field(), "connect_timeout");
+        assert_eq!(
+            err.to_string(),
+            "invalid setting CONNECTION_CONNECT_TIMEOUT_MS=\"0\" (`connect_timeout`): \
+             must be greater than zero"
+        );
+        let err = ConnectionConfig::from_vars([("CONNECTION_TIMOUT_MS", "1")]).unwrap_err();
+        assert_eq!(err.variable(), Some("CONNECTION_TIMOUT_MS"));
+        let year_and_a_day = (366 * 24 * 3600 * 1000u64).to_string();
+        let err = ConnectionConfig::from_vars([("CONNECTION_RETRY_MAX_DELAY_MS", year_and_a_day)])
+            .unwrap_err();
+        assert_eq!(err.variable(), Some("CONNECTION_RETRY_MAX_DELAY_MS"));
+        assert_eq!(
+            ConnectionConfig::from_vars(Vec::<(String, String)>::new()).unwrap(),
+            ConnectionConfig::default()
+        );
         let err =
             ConnectionConfig::from_vars([("CONNECTION_RETRY_MAX_DELAY_MS", "10")]).unwrap_err();
         assert_eq!(err.field(), "retry_max_delay");

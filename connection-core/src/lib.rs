@@ -51,6 +51,7 @@
 mod backoff;
 mod config;
 mod endpoint;
+pub mod env;
 mod error;
 mod event;
 mod id;
@@ -62,8 +63,8 @@ mod transport;
 
 pub use backoff::{Backoff, ConstantBackoff, ExponentialBackoff};
 pub use config::{
-    ConfigError, ConnectionConfig, ConnectionConfigBuilder, ENV_PREFIX, from_prefixed_vars,
-    require_nonzero,
+    ConfigError, ConnectionConfig, ConnectionConfigBuilder, ENV_PREFIX, MAX_DURATION,
+    require_at_most_max, require_in_range, require_nonzero,
 };
 pub use endpoint::{Endpoint, EndpointError, EndpointErrorKind};
 pub use error::{

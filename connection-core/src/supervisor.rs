@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
-use crate::backoff::{Backoff, ConstantBackoff, ExponentialBackoff};
+use crate::backoff::{Backoff, ExponentialBackoff};
 use crate::config::{ConfigError, ConnectionConfig, require_nonzero};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Operation};
@@ -231,8 +231,8 @@ impl<T: Transport, B: Backoff> Supervisor<T, B> {
     }
 
     /// Applies the lifecycle settings of a [`ConnectionConfig`]: connect timeout,
-    /// keepalive and close timeout. The backoff is set separately (see
-    /// [`ConstantBackoff::from_config`], or `connection-retry` for exponential backoff).
+    /// keepalive and close timeout. Its reconnect schedule is set with the backoff:
+    /// `.config(&cfg).backoff(cfg.backoff())`.
     pub fn config(mut self, config: &ConnectionConfig) -> Self {
         self.connect_timeout = Some(config.connect_timeout);
         self.keepalive = config.keepalive_interval.map(|i| (i, config.probe_timeout));
@@ -322,18 +322,6 @@ impl<T: Transport, B> fmt::Debug for Supervisor<T, B> {
             .field("connect_timeout", &self.connect_timeout)
             .field("keepalive", &self.keepalive)
             .finish_non_exhaustive()
-    }
-}
-
-impl ConstantBackoff {
-    /// The retry settings of a [`ConnectionConfig`] as a constant backoff: the initial
-    /// delay every time, up to the maximum number of attempts.
-    pub fn from_config(config: &ConnectionConfig) -> Self {
-        let b = Self::new(config.retry_initial_delay);
-        match config.retry_max_attempts {
-            Some(n) => b.max_attempts(n),
-            None => b,
-        }
     }
 }
 

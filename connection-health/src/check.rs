@@ -95,9 +95,12 @@ impl Default for HealthCheck {
 impl HealthCheck {
     /// A builder starting from the defaults.
     pub fn builder() -> HealthCheckBuilder {
-        HealthCheckBuilder {
-            check: Self::default(),
-        }
+        Self::default().into_builder()
+    }
+
+    /// A builder starting from this check's settings.
+    pub fn into_builder(self) -> HealthCheckBuilder {
+        HealthCheckBuilder { check: self }
     }
 
     /// Passive signals only, no probes: a connection is Healthy while connected,
@@ -160,10 +163,10 @@ impl HealthCheck {
         if let Some(d) = self.degraded_latency {
             require_nonzero("degraded_latency", d)?;
         }
-        if self.max_concurrent_probes == 0 {
+        if !(1..=1 << 16).contains(&self.max_concurrent_probes) {
             return Err(ConfigError::new(
                 "max_concurrent_probes",
-                "must be at least 1",
+                "must be in 1..=65536",
             ));
         }
         Ok(())
@@ -234,6 +237,12 @@ impl HealthCheckBuilder {
     /// A passing probe slower than this rates Degraded (default: no ceiling).
     pub fn degraded_latency(mut self, ceiling: Duration) -> Self {
         self.check.degraded_latency = Some(ceiling);
+        self
+    }
+
+    /// No latency ceiling: a passing probe rates Healthy however slow (the default).
+    pub fn no_degraded_latency(mut self) -> Self {
+        self.check.degraded_latency = None;
         self
     }
 

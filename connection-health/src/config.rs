@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use connection_core::{ConfigError, from_prefixed_vars, require_nonzero};
+use connection_core::env::{EnvSection, EnvVar, load_env};
+use connection_core::{ConfigError, require_in_range, require_nonzero};
 use serde::{Deserialize, Serialize};
 
 use crate::check::HealthCheck;
@@ -11,14 +12,66 @@ use crate::options::ms;
 /// The prefix of the environment variables read by [`ManagerConfig::from_env`].
 pub const ENV_PREFIX: &str = "CONNECTION_MANAGER_";
 
+/// The most slots a manager's event bus may have: each is allocated up front.
+pub const MAX_EVENT_CAPACITY: usize = 1 << 16;
+
+/// The most connect attempts `connect_all` may run at once.
+pub const MAX_CONNECT_CONCURRENCY: usize = 1 << 16;
+
+/// The most connections a manager may be allowed to hold.
+pub const MAX_CONNECTIONS_LIMIT: usize = 10_000_000;
+
+/// The health check's variables, as the manager reads them (a passive check unless
+/// `CONNECTION_HEALTH_INTERVAL_MS` is set).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthVars {
+    interval_ms: Option<u64>,
+    timeout_ms: Option<u64>,
+    failure_threshold: Option<u32>,
+    recovery_threshold: Option<u32>,
+    #[serde(default)]
+    degraded_latency_ms: Option<Option<u64>>,
+    max_concurrent_probes: Option<usize>,
+}
+
+impl HealthVars {
+    fn apply(self, base: HealthCheck) -> Result<HealthCheck, ConfigError> {
+        let ms = Duration::from_millis;
+        let mut b = base.into_builder();
+        b = match self.interval_ms {
+            Some(0) => b.passive_only(),
+            Some(i) => b.interval(ms(i)),
+            None => b,
+        };
+        if let Some(t) = self.timeout_ms {
+            b = b.timeout(ms(t));
+        }
+        if let Some(n) = self.failure_threshold {
+            b = b.failure_threshold(n);
+        }
+        if let Some(n) = self.recovery_threshold {
+            b = b.recovery_threshold(n);
+        }
+        match self.degraded_latency_ms {
+            Some(Some(d)) => b = b.degraded_latency(ms(d)),
+            Some(None) => b = b.no_degraded_latency(),
+            None => {}
+        }
+        if let Some(n) = self.max_concurrent_probes {
+            b = b.max_concurrent_probes(n);
+        }
+        b.build()
+    }
+}
+
 /// Settings of a [`ConnectionManager`](crate::ConnectionManager).
 ///
 /// Serde form (every field optional, durations in milliseconds):
 /// `{"max_connections": null, "connect_concurrency": 256, "connect_deadline_ms": 30000,
 /// "event_capacity": 1024, "health": {...}}` (see [`HealthCheck`] for `health`).
-/// From the environment: `CONNECTION_MANAGER_MAX_CONNECTIONS`,
-/// `CONNECTION_MANAGER_CONNECT_CONCURRENCY`, `CONNECTION_MANAGER_CONNECT_DEADLINE_MS`,
-/// `CONNECTION_MANAGER_EVENT_CAPACITY` (the health check is set in code or serde).
+/// From the environment: the `CONNECTION_MANAGER_*` variables of [`ManagerConfig::ENV`]
+/// and the health check's `CONNECTION_HEALTH_*` of [`ManagerConfig::HEALTH_ENV`].
 ///
 /// ```
 /// use connection_health::ManagerConfig;
@@ -71,21 +124,105 @@ impl ManagerConfig {
         }
     }
 
-    /// Reads `CONNECTION_MANAGER_*` from the process environment, then validates.
+    /// The `CONNECTION_MANAGER_*` variables [`from_env`](Self::from_env) reads.
+    pub const ENV: EnvSection = EnvSection::new(
+        ENV_PREFIX,
+        &[
+            EnvVar::new(
+                "CONNECTION_MANAGER_MAX_CONNECTIONS",
+                "max_connections",
+                "null",
+                "most connections the manager holds (null = no limit)",
+            ),
+            EnvVar::new(
+                "CONNECTION_MANAGER_CONNECT_CONCURRENCY",
+                "connect_concurrency",
+                "256",
+                "connect attempts connect_all runs at once",
+            ),
+            EnvVar::new(
+                "CONNECTION_MANAGER_CONNECT_DEADLINE_MS",
+                "connect_deadline",
+                "30000",
+                "overall bound on connect_all, ms",
+            ),
+            EnvVar::new(
+                "CONNECTION_MANAGER_EVENT_CAPACITY",
+                "event_capacity",
+                "1024",
+                "slots of the manager's event bus",
+            ),
+        ],
+    );
+
+    /// The `CONNECTION_HEALTH_*` variables [`from_env`](Self::from_env) reads into the
+    /// manager's [`HealthCheck`].
+    pub const HEALTH_ENV: EnvSection = EnvSection::new(
+        "CONNECTION_HEALTH_",
+        &[
+            EnvVar::new(
+                "CONNECTION_HEALTH_INTERVAL_MS",
+                "interval",
+                "0",
+                "probe each connection this often, ms (0 = passive signals only)",
+            ),
+            EnvVar::new(
+                "CONNECTION_HEALTH_TIMEOUT_MS",
+                "timeout",
+                "5000",
+                "limit on one probe, ms",
+            ),
+            EnvVar::new(
+                "CONNECTION_HEALTH_FAILURE_THRESHOLD",
+                "failure_threshold",
+                "3",
+                "failures in a row that make a connection Unhealthy",
+            ),
+            EnvVar::new(
+                "CONNECTION_HEALTH_RECOVERY_THRESHOLD",
+                "recovery_threshold",
+                "2",
+                "successes in a row that make it healthy again",
+            ),
+            EnvVar::new(
+                "CONNECTION_HEALTH_DEGRADED_LATENCY_MS",
+                "degraded_latency",
+                "null",
+                "a passing probe slower than this rates Degraded, ms (null = off)",
+            ),
+            EnvVar::new(
+                "CONNECTION_HEALTH_MAX_CONCURRENT_PROBES",
+                "max_concurrent_probes",
+                "64",
+                "probes running at once",
+            ),
+        ],
+    );
+
+    /// The defaults overridden by the `CONNECTION_MANAGER_*` and `CONNECTION_HEALTH_*`
+    /// environment variables, validated; an unknown name under either prefix is refused.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_vars(std::env::vars())
     }
 
-    /// Reads `CONNECTION_MANAGER_*` from `vars` (other names are ignored), then
-    /// validates.
+    /// Like [`from_env`](Self::from_env), from the given pairs (only
+    /// `CONNECTION_MANAGER_*` and `CONNECTION_HEALTH_*` keys are read).
     pub fn from_vars<K, V>(vars: impl IntoIterator<Item = (K, V)>) -> Result<Self, ConfigError>
     where
         K: AsRef<str>,
         V: AsRef<str>,
     {
-        let config: Self = from_prefixed_vars(ENV_PREFIX, vars)?;
-        config.validate()?;
-        Ok(config)
+        let vars: Vec<(String, String)> = vars
+            .into_iter()
+            .map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned()))
+            .collect();
+        let health = load_env(&Self::HEALTH_ENV, vars.iter().cloned(), |h: HealthVars| {
+            h.apply(HealthCheck::passive())
+        })?;
+        load_env(&Self::ENV, vars, |mut config: Self| {
+            config.health = health;
+            config.validate().map(|()| config)
+        })
     }
 
     /// Most connections the manager holds; `None` for no limit.
@@ -115,19 +252,20 @@ impl ManagerConfig {
 
     /// Checks every field, naming the first bad one.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.max_connections == Some(0) {
-            return Err(ConfigError::new("max_connections", "must be at least 1"));
+        if let Some(n) = self.max_connections {
+            require_in_range("max_connections", n, 1..=MAX_CONNECTIONS_LIMIT)?;
         }
-        if self.connect_concurrency == 0 {
-            return Err(ConfigError::new(
-                "connect_concurrency",
-                "must be at least 1",
-            ));
-        }
+        require_in_range(
+            "connect_concurrency",
+            self.connect_concurrency,
+            1..=MAX_CONNECT_CONCURRENCY,
+        )?;
         require_nonzero("connect_deadline", self.connect_deadline)?;
-        if self.event_capacity == 0 {
-            return Err(ConfigError::new("event_capacity", "must be at least 1"));
-        }
+        require_in_range(
+            "event_capacity",
+            self.event_capacity,
+            1..=MAX_EVENT_CAPACITY,
+        )?;
         self.health.validate()
     }
 }

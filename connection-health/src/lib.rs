@@ -79,7 +79,10 @@ mod options;
 mod report;
 
 pub use check::{CheckFn, CheckFuture, HealthCheck, HealthCheckBuilder};
-pub use config::{ENV_PREFIX, ManagerConfig, ManagerConfigBuilder};
+pub use config::{
+    ENV_PREFIX, MAX_CONNECT_CONCURRENCY, MAX_CONNECTIONS_LIMIT, MAX_EVENT_CAPACITY, ManagerConfig,
+    ManagerConfigBuilder,
+};
 pub use error::HealthError;
 pub use events::{Failover, PrimaryChanged};
 pub use failover::{FailoverGroup, RouteStatus};

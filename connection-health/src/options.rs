@@ -85,16 +85,22 @@ impl ConnectionOptions {
         }
     }
 
-    /// The lifecycle and retry settings of a [`ConnectionConfig`] (already validated).
+    /// The lifecycle and retry settings of a [`ConnectionConfig`] (already validated):
+    /// its reconnect schedule is [`ConnectionConfig::backoff`], the same jittered
+    /// exponential schedule the `CONNECTION_RETRY_*` variables mean everywhere.
     pub fn from_config(config: &ConnectionConfig) -> Self {
+        let schedule = config.clone();
         Self {
             connect_timeout: Some(config.connect_timeout),
             keepalive_interval: config.keepalive_interval,
             keepalive_timeout: config.probe_timeout,
             close_timeout: config.shutdown_timeout,
-            reconnect_delay: Some(config.retry_initial_delay),
+            reconnect_delay: None,
             max_reconnect_attempts: config.retry_max_attempts,
-            backoff: None,
+            // A fresh schedule (and jitter seed) for every supervisor, so a fleet disperses.
+            backoff: Some(Arc::new(move || {
+                Box::new(schedule.backoff()) as Box<dyn Backoff>
+            })),
         }
     }
 

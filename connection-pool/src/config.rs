@@ -29,7 +29,8 @@
 use std::time::Duration;
 
 use connection_core::ConfigError;
-use connection_core::require_nonzero;
+use connection_core::env::{EnvSection, EnvVar, load_env};
+use connection_core::{require_at_most_max, require_in_range, require_nonzero};
 
 /// Which idle connection a checkout takes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Deserialize)]
@@ -139,9 +140,7 @@ impl PoolConfig {
 
     /// Checks every rule; the error names the first bad field.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.max_size == 0 {
-            return Err(ConfigError::new("max_size", "must be greater than zero"));
-        }
+        require_in_range("max_size", self.max_size, 1..=MAX_POOL_SIZE)?;
         if self.min_idle > self.max_size {
             return Err(ConfigError::new(
                 "min_idle",
@@ -152,6 +151,7 @@ impl PoolConfig {
             require_nonzero("wait_timeout", d)?;
         }
         require_nonzero("create_timeout", self.create_timeout)?;
+        require_at_most_max("recycle_window", self.recycle_window)?;
         if let Some(d) = self.validate_timeout {
             require_nonzero("validate_timeout", d)?;
         }
@@ -186,10 +186,102 @@ impl PoolConfig {
     }
 }
 
-/// The prefix of the environment variables [`PoolConfig::from_env`] reads.
-const ENV_PREFIX: &str = "CONNECTION_POOL_";
+/// The most connections a pool may hold: far beyond any server's accept queue, and
+/// small enough that the pool's own bookkeeping for all of them stays in megabytes.
+pub const MAX_POOL_SIZE: usize = 1_000_000;
 
 impl PoolConfig {
+    /// The `CONNECTION_POOL_*` variables [`from_env`](Self::from_env) reads.
+    pub const ENV: EnvSection = EnvSection::new(
+        "CONNECTION_POOL_",
+        &[
+            EnvVar::new(
+                "CONNECTION_POOL_MAX_SIZE",
+                "max_size",
+                "10",
+                "most connections open at once",
+            ),
+            EnvVar::new(
+                "CONNECTION_POOL_MIN_IDLE",
+                "min_idle",
+                "0",
+                "idle connections kept ready",
+            ),
+            EnvVar::new(
+                "CONNECTION_POOL_WAIT_TIMEOUT_MS",
+                "wait_timeout",
+                "30000",
+                "how long a checkout waits, ms (null = for ever)",
+            ),
+            EnvVar::new(
+                "CONNECTION_POOL_CREATE_TIMEOUT_MS",
+                "create_timeout",
+                "10000",
+                "limit on one connect, ms",
+            ),
+            EnvVar::new(
+                "CONNECTION_POOL_VALIDATE_TIMEOUT_MS",
+                "validate_timeout",
+                "5000",
+                "limit on a checkout probe, ms (null = no probe)",
+            ),
+            EnvVar::new(
+                "CONNECTION_POOL_RECYCLE_WINDOW_MS",
+                "recycle_window",
+                "500",
+                "skip the probe for connections used this recently, ms",
+            ),
+            EnvVar::new(
+                "CONNECTION_POOL_IDLE_TIMEOUT_MS",
+                "idle_timeout",
+                "600000",
+                "close idle connections beyond min_idle after this, ms (null = never)",
+            ),
+            EnvVar::new(
+                "CONNECTION_POOL_MAX_LIFETIME_MS",
+                "max_lifetime",
+                "1800000",
+                "close connections after about this, ms (null = never)",
+            ),
+            EnvVar::new(
+                "CONNECTION_POOL_LIFETIME_JITTER",
+                "lifetime_jitter",
+                "0.025",
+                "fraction of max_lifetime randomly taken off, 0.0..=0.5",
+            ),
+            EnvVar::new(
+                "CONNECTION_POOL_KEEPALIVE_INTERVAL_MS",
+                "keepalive_interval",
+                "null",
+                "probe idle connections this often, ms (null = off)",
+            ),
+            EnvVar::new(
+                "CONNECTION_POOL_QUEUE_ORDER",
+                "queue_order",
+                "lifo",
+                "lifo or fifo reuse of idle connections",
+            ),
+            EnvVar::new(
+                "CONNECTION_POOL_FAIRNESS",
+                "fairness",
+                "strict",
+                "strict (FIFO waiters) or throughput",
+            ),
+            EnvVar::new(
+                "CONNECTION_POOL_CANCELLED_VALIDATION",
+                "cancelled_validation",
+                "discard",
+                "discard or return a connection whose probe was cancelled",
+            ),
+            EnvVar::new(
+                "CONNECTION_POOL_LEAK_THRESHOLD_MS",
+                "leak_threshold",
+                "null",
+                "report checkouts held longer, ms (null = off)",
+            ),
+        ],
+    );
+
     /// Reads the `CONNECTION_POOL_*` environment variables through the serde form and
     /// validates the result: `CONNECTION_POOL_MAX_SIZE=16` sets `max_size`,
     /// `CONNECTION_POOL_IDLE_TIMEOUT_MS=60000` sets `idle_timeout`, and `null` turns an
@@ -226,8 +318,7 @@ impl PoolConfig {
         vars: impl IntoIterator<Item = (K, V)>,
     ) -> Result<Self, ConfigError> {
         // Deserializing the raw form, then `try_from` validates and names the field.
-        let raw: RawConfig = connection_core::from_prefixed_vars(ENV_PREFIX, vars)?;
-        Self::try_from(raw)
+        load_env(&Self::ENV, vars, |raw: RawConfig| Self::try_from(raw))
     }
 }
 
@@ -440,12 +531,37 @@ mod tests {
         let err = PoolConfig::from_vars([("CONNECTION_POOL_LEAK_THRESHOLD_MS", "0")]).unwrap_err();
         assert_eq!(err.field(), "leak_threshold");
         let err = PoolConfig::from_vars([("CONNECTION_POOL_MAX_SIZ", "4")]).unwrap_err();
-        assert!(err.to_string().contains("max_siz"), "{err}");
-        let err = PoolConfig::from_vars([("CONNECTION_POOL_MAX_SIZE", "many")]).unwrap_err();
-        assert!(
-            err.to_string().contains("max_size") || err.to_string().contains("usize"),
-            "{err}"
-        );
+        assert_eq!(err.variable(), Some("CONNECTION_POOL_MAX_SIZ"));
+        for bad in [
+            "many",
+            "NaN",
+            "inf",
+            "-1",
+            "18446744073709551615",
+            "100000000000",
+        ] {
+            let err = PoolConfig::from_vars([("CONNECTION_POOL_MAX_SIZE", bad)]).unwrap_err();
+            assert_eq!(
+                err.variable(),
+                Some("CONNECTION_POOL_MAX_SIZE"),
+                "{bad}: {err}"
+            );
+            assert_eq!(err.field(), "max_size", "{bad}: {err}");
+        }
+        let err = PoolConfig::from_vars([("CONNECTION_POOL_LIFETIME_JITTER", "NaN")]).unwrap_err();
+        assert_eq!(err.variable(), Some("CONNECTION_POOL_LIFETIME_JITTER"));
+    }
+
+    #[test]
+    fn every_variable_at_its_documented_default_gives_the_defaults() {
+        let defaults = PoolConfig::ENV
+            .vars()
+            .iter()
+            .map(|v| (v.name(), v.default_value()));
+        let cfg = PoolConfig::from_vars(defaults).unwrap();
+        assert_eq!(format!("{cfg:?}"), format!("{:?}", PoolConfig::default()));
+        let none = PoolConfig::from_vars(Vec::<(String, String)>::new()).unwrap();
+        assert_eq!(format!("{none:?}"), format!("{:?}", PoolConfig::default()));
     }
 
     #[test]

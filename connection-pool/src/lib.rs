@@ -78,7 +78,9 @@ mod maintainer;
 mod pool;
 mod status;
 
-pub use config::{CancelledValidation, Fairness, PoolConfig, PoolConfigBuilder, QueueOrder};
+pub use config::{
+    CancelledValidation, Fairness, MAX_POOL_SIZE, PoolConfig, PoolConfigBuilder, QueueOrder,
+};
 pub use error::PoolError;
 pub use events::ConnectionLeak;
 pub use keyed::KeyedPool;

@@ -193,8 +193,9 @@ fn config_from_serde_and_env_is_validated() {
         env.build().unwrap().quota().interval(),
         Duration::from_millis(100)
     );
-    let err = RateLimitConfig::from_vars([("CONNECTION_RATE_LIMIT_RATE", "5")]).unwrap_err();
-    assert_eq!(err.field(), "burst");
+    // Every setting has a default: a rate alone keeps the default burst.
+    let rate_only = RateLimitConfig::from_vars([("CONNECTION_RATE_LIMIT_RATE", "5")]).unwrap();
+    assert_eq!((rate_only.rate, rate_only.burst), (5, 100));
     let err = RateLimitConfig::from_vars([
         ("CONNECTION_RATE_LIMIT_RATE", "5"),
         ("CONNECTION_RATE_LIMIT_BURST", "1"),
@@ -202,6 +203,7 @@ fn config_from_serde_and_env_is_validated() {
     ])
     .unwrap_err();
     assert_eq!(err.field(), "mode");
+    assert_eq!(err.variable(), Some("CONNECTION_RATE_LIMIT_MODE"));
 }
 
 #[test]

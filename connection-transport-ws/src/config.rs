@@ -8,7 +8,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use connection_core::{ConfigError, Endpoint, require_nonzero};
+use connection_core::{
+    ConfigError, Endpoint, require_at_most_max, require_in_range, require_nonzero,
+};
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
@@ -40,6 +42,12 @@ pub const DEFAULT_WRITE_BUFFER: usize = 128 * 1024;
 pub const DEFAULT_MAX_MESSAGE: usize = 64 << 20;
 /// Default largest accepted frame (tungstenite's default).
 pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
+/// The largest outbound queue or inbound buffer, in messages.
+pub const MAX_QUEUE_CAPACITY: usize = 1 << 20;
+/// The largest read or write buffer, in bytes.
+pub const MAX_BUFFER_SIZE: usize = 64 << 20;
+/// The largest message or frame limit, in bytes.
+pub const MAX_MESSAGE_LIMIT: usize = 1 << 30;
 
 /// What [`send`](crate::WsClient::send) does when the outbound queue is full.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
@@ -598,12 +606,17 @@ impl WsConfigBuilder {
             require_nonzero("ping_interval", interval)?;
             require_nonzero("pong_timeout", timeout)?;
         }
-        if self.queue_capacity == 0 {
-            return Err(ConfigError::new("queue_capacity", "must be at least 1").into());
-        }
-        if self.inbound_buffer == 0 {
-            return Err(ConfigError::new("inbound_buffer", "must be at least 1").into());
-        }
+        require_at_most_max("connect_timeout", self.connect_timeout)?;
+        require_in_range(
+            "queue_capacity",
+            self.queue_capacity,
+            1..=MAX_QUEUE_CAPACITY,
+        )?;
+        require_in_range(
+            "inbound_buffer",
+            self.inbound_buffer,
+            1..=MAX_QUEUE_CAPACITY,
+        )?;
         if self.inbound_buffer_bytes == 0 || self.inbound_buffer_bytes > u32::MAX as usize {
             return Err(ConfigError::new(
                 "inbound_buffer_bytes",
@@ -611,13 +624,21 @@ impl WsConfigBuilder {
             )
             .into());
         }
-        if self.read_buffer_size == 0 {
-            return Err(ConfigError::new("read_buffer_size", "must be at least 1").into());
+        require_in_range(
+            "read_buffer_size",
+            self.read_buffer_size,
+            1..=MAX_BUFFER_SIZE,
+        )?;
+        require_in_range(
+            "write_buffer_size",
+            self.write_buffer_size,
+            1..=MAX_BUFFER_SIZE,
+        )?;
+        if let Some(message) = self.max_message_size {
+            require_in_range("max_message_size", message, 1..=MAX_MESSAGE_LIMIT)?;
         }
-        if let (Some(message), Some(frame)) = (self.max_message_size, self.max_frame_size) {
-            if message == 0 || frame == 0 {
-                return Err(ConfigError::new("max_message_size", "must be at least 1").into());
-            }
+        if let Some(frame) = self.max_frame_size {
+            require_in_range("max_frame_size", frame, 1..=MAX_MESSAGE_LIMIT)?;
         }
         #[cfg(feature = "tls")]
         let tls = if endpoint.tls() {

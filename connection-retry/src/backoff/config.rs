@@ -7,7 +7,9 @@ use connection_core::ConfigError;
 use super::{BackoffBuilder, BackoffStrategy, Jitter};
 
 /// Which schedule a [`BackoffConfig`] describes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum BackoffKind {
@@ -15,7 +17,10 @@ pub enum BackoffKind {
     Fixed,
     /// [`BackoffStrategy::linear`]; `step_ms` defaults to `initial_ms`.
     Linear,
-    /// [`BackoffStrategy::exponential`]; `multiplier` defaults to 2.0.
+    /// [`BackoffStrategy::exponential`], the default kind; `multiplier` defaults to 2.0,
+    /// and left out, `initial_ms` is 250, `max_delay_ms` 30 000 and `jitter` `equal`: the
+    /// library's default schedule.
+    #[default]
     Exponential,
     /// [`BackoffStrategy::fibonacci`].
     Fibonacci,
@@ -48,7 +53,8 @@ pub enum BackoffKind {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct BackoffConfig {
-    /// The schedule.
+    /// The schedule (default `exponential`).
+    #[serde(default)]
     pub kind: BackoffKind,
     /// First delay; required except for `grpc`.
     #[serde(default)]
@@ -71,6 +77,18 @@ pub struct BackoffConfig {
     /// Seed of the random source (default: from the operating system).
     #[serde(default)]
     pub seed: Option<u64>,
+}
+
+/// First delay of the default exponential schedule.
+const DEFAULT_INITIAL: Duration = Duration::from_millis(250);
+/// Ceiling of the default exponential schedule.
+const DEFAULT_MAX: Duration = Duration::from_secs(30);
+
+impl Default for BackoffConfig {
+    /// Exponential from 250 ms, doubling, at most 30 s, equal jitter, forever.
+    fn default() -> Self {
+        Self::new(BackoffKind::Exponential)
+    }
 }
 
 impl BackoffConfig {
@@ -109,15 +127,17 @@ impl BackoffConfig {
                 .map(ms)
                 .ok_or_else(|| ConfigError::new("initial_ms", "is required for this kind"))
         };
+        let exponential = self.kind == BackoffKind::Exponential;
         let mut builder: BackoffBuilder = match self.kind {
             BackoffKind::Fixed => BackoffStrategy::fixed(initial()?),
             BackoffKind::Linear => {
                 let initial = initial()?;
                 BackoffStrategy::linear(initial, self.step_ms.map_or(initial, ms))
             }
-            BackoffKind::Exponential => {
-                BackoffStrategy::exponential(initial()?, self.multiplier.unwrap_or(2.0))
-            }
+            BackoffKind::Exponential => BackoffStrategy::exponential(
+                self.initial_ms.map_or(DEFAULT_INITIAL, ms),
+                self.multiplier.unwrap_or(2.0),
+            ),
             BackoffKind::Fibonacci => BackoffStrategy::fibonacci(initial()?),
             BackoffKind::Grpc => match (self.initial_ms, self.multiplier) {
                 (None, None) => BackoffStrategy::grpc(),
@@ -129,11 +149,18 @@ impl BackoffConfig {
                 .jitter(Jitter::Proportional(0.2)),
             },
         };
-        if let Some(max) = self.max_delay_ms {
-            builder = builder.max_delay(ms(max));
+        match self.max_delay_ms {
+            Some(max) => builder = builder.max_delay(ms(max)),
+            None if exponential => {
+                builder =
+                    builder.max_delay(DEFAULT_MAX.max(self.initial_ms.map_or(DEFAULT_INITIAL, ms)))
+            }
+            None => {}
         }
-        if let Some(jitter) = self.jitter {
-            builder = builder.jitter(jitter);
+        match self.jitter {
+            Some(jitter) => builder = builder.jitter(jitter),
+            None if exponential => builder = builder.jitter(Jitter::Equal),
+            None => {}
         }
         if let Some(n) = self.max_retries {
             builder = builder.max_retries(n);
@@ -180,9 +207,13 @@ mod tests {
                 r#"{"kind":"linear","initial_ms":20,"step_ms":5}"#,
                 [20, 25, 30],
             ),
-            (r#"{"kind":"exponential","initial_ms":20}"#, [20, 40, 80]),
             (
-                r#"{"kind":"exponential","initial_ms":20,"multiplier":3.0,"max_delay_ms":100}"#,
+                r#"{"kind":"exponential","initial_ms":20,"jitter":"none"}"#,
+                [20, 40, 80],
+            ),
+            (r#"{"jitter":"none"}"#, [250, 500, 1000]),
+            (
+                r#"{"kind":"exponential","initial_ms":20,"multiplier":3.0,"max_delay_ms":100,"jitter":"none"}"#,
                 [20, 60, 100],
             ),
             (r#"{"kind":"fibonacci","initial_ms":20}"#, [20, 20, 40]),

@@ -211,7 +211,8 @@ impl fmt::Debug for Bulkhead {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BulkheadConfig {
-    /// Operations at once.
+    /// Operations at once (default 100).
+    #[serde(default = "default_max_concurrent")]
     pub max_concurrent: usize,
     /// Callers that may wait.
     #[serde(default)]
@@ -219,6 +220,21 @@ pub struct BulkheadConfig {
     /// Longest wait in milliseconds.
     #[serde(default)]
     pub max_wait_ms: Option<u64>,
+}
+
+fn default_max_concurrent() -> usize {
+    100
+}
+
+impl Default for BulkheadConfig {
+    /// 100 operations at once, no queue.
+    fn default() -> Self {
+        Self {
+            max_concurrent: default_max_concurrent(),
+            max_queue: 0,
+            max_wait_ms: None,
+        }
+    }
 }
 
 impl BulkheadConfig {

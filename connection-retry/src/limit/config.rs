@@ -6,9 +6,6 @@ use connection_core::ConfigError;
 
 use super::{LimitMode, Quota, RateLimiter, RateLimiterBuilder};
 
-/// Prefix of the environment variables read by [`RateLimitConfig::from_env`].
-const ENV_PREFIX: &str = "CONNECTION_RATE_LIMIT_";
-
 /// The serde form of a limiter mode.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -24,9 +21,9 @@ pub enum LimitModeConfig {
 ///
 /// | field | variable | meaning |
 /// |---|---|---|
-/// | `rate` | `CONNECTION_RATE_LIMIT_RATE` | calls per period (required) |
+/// | `rate` | `CONNECTION_RATE_LIMIT_RATE` | calls per period, default 100 |
 /// | `period_ms` | `CONNECTION_RATE_LIMIT_PERIOD_MS` | the period, default 1000 |
-/// | `burst` | `CONNECTION_RATE_LIMIT_BURST` | calls allowed at once (required) |
+/// | `burst` | `CONNECTION_RATE_LIMIT_BURST` | calls allowed at once, default 100 |
 /// | `mode` | `CONNECTION_RATE_LIMIT_MODE` | `wait` (default) or `fail_fast` |
 /// | `max_wait_ms` | `CONNECTION_RATE_LIMIT_MAX_WAIT_MS` | longest wait in `wait` mode |
 /// | `jitter_ms` | `CONNECTION_RATE_LIMIT_JITTER_MS` | random extra wait, default 0 |
@@ -42,12 +39,14 @@ pub enum LimitModeConfig {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
-    /// Calls per period.
+    /// Calls per period (default 100).
+    #[serde(default = "default_rate")]
     pub rate: u32,
     /// The period in milliseconds (default one second).
     #[serde(default = "default_period_ms")]
     pub period_ms: u64,
-    /// Calls allowed at once.
+    /// Calls allowed at once (default 100).
+    #[serde(default = "default_rate")]
     pub burst: u32,
     /// Wait or fail fast.
     #[serde(default)]
@@ -62,6 +61,24 @@ pub struct RateLimitConfig {
 
 fn default_period_ms() -> u64 {
     1000
+}
+
+fn default_rate() -> u32 {
+    100
+}
+
+impl Default for RateLimitConfig {
+    /// 100 calls a second, bursts of 100, waiting as long as needed.
+    fn default() -> Self {
+        Self {
+            rate: default_rate(),
+            period_ms: default_period_ms(),
+            burst: default_rate(),
+            mode: LimitModeConfig::Wait,
+            max_wait_ms: None,
+            jitter_ms: 0,
+        }
+    }
 }
 
 impl RateLimitConfig {
@@ -86,64 +103,4 @@ impl RateLimitConfig {
     pub fn build(&self) -> Result<RateLimiter, ConfigError> {
         Ok(self.builder()?.build())
     }
-
-    /// Reads `CONNECTION_RATE_LIMIT_*` from the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_vars(std::env::vars())
-    }
-
-    /// Reads `CONNECTION_RATE_LIMIT_*` from the given pairs; `RATE` and `BURST` are
-    /// required.
-    pub fn from_vars<K: AsRef<str>, V: AsRef<str>>(
-        vars: impl IntoIterator<Item = (K, V)>,
-    ) -> Result<Self, ConfigError> {
-        let (mut rate, mut burst) = (None, None);
-        let mut cfg = Self {
-            rate: 0,
-            period_ms: default_period_ms(),
-            burst: 0,
-            mode: LimitModeConfig::Wait,
-            max_wait_ms: None,
-            jitter_ms: 0,
-        };
-        for (key, value) in vars {
-            let Some(key) = key.as_ref().strip_prefix(ENV_PREFIX) else {
-                continue;
-            };
-            let value = value.as_ref().trim();
-            match key {
-                "RATE" => rate = Some(number("rate", value)?),
-                "BURST" => burst = Some(number("burst", value)?),
-                "PERIOD_MS" => cfg.period_ms = number("period_ms", value)?,
-                "MAX_WAIT_MS" => cfg.max_wait_ms = Some(number("max_wait_ms", value)?),
-                "JITTER_MS" => cfg.jitter_ms = number("jitter_ms", value)?,
-                "MODE" => {
-                    cfg.mode = match value {
-                        "wait" => LimitModeConfig::Wait,
-                        "fail_fast" => LimitModeConfig::FailFast,
-                        other => {
-                            return Err(ConfigError::new(
-                                "mode",
-                                format!("{other:?} is not `wait` or `fail_fast`"),
-                            ));
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        cfg.rate =
-            rate.ok_or_else(|| ConfigError::new("rate", "missing CONNECTION_RATE_LIMIT_RATE"))?;
-        cfg.burst = burst
-            .ok_or_else(|| ConfigError::new("burst", "missing CONNECTION_RATE_LIMIT_BURST"))?;
-        // Validate now, so a bad variable is reported where it is read.
-        let _ = cfg.builder()?;
-        Ok(cfg)
-    }
-}
-
-fn number<N: std::str::FromStr>(field: &'static str, value: &str) -> Result<N, ConfigError> {
-    value
-        .parse()
-        .map_err(|_| ConfigError::new(field, format!("{value:?} is not a whole number")))
 }
