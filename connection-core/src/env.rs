@@ -238,12 +238,27 @@ where
             }
         }
     })?;
-    finish(parsed).map_err(
-        |err| match seen.iter().find(|(var, _)| var.field == err.field()) {
-            Some((var, raw)) => located(var, raw, err),
-            None => err,
-        },
-    )
+    finish(parsed).map_err(|err| {
+        if let Some((var, raw)) = seen.iter().find(|(var, _)| var.field == err.field()) {
+            return located(var, raw, err);
+        }
+        if seen.is_empty() {
+            return err;
+        }
+        // A rule between settings (a maximum below its minimum, say) broken by a value
+        // that was set: name every variable that was, since any of them may be the one
+        // to change.
+        let given: Vec<String> = seen
+            .iter()
+            .map(|(var, raw)| match var.secret {
+                true => var.name.to_owned(),
+                false => format!("{}={raw:?}", var.name),
+            })
+            .collect();
+        let names: Vec<&str> = seen.iter().map(|(var, _)| var.name).collect();
+        let reason = format!("{} (given {})", err.reason(), given.join(", "));
+        ConfigError::new(err.field(), reason).with_variable(names.join(", "), None)
+    })
 }
 
 /// One variable's text, read as the setting's type asks: the serde form decides whether
@@ -442,6 +457,26 @@ mod tests {
             (err.field(), err.variable(), err.value()),
             ("size", Some("CONNECTION_SIZE"), Some("0"))
         );
+    }
+
+    #[test]
+    fn a_rule_between_settings_names_the_variables_that_were_set() {
+        let finish = |r: Raw| match r.size {
+            Some(3) => Err(ConfigError::new("rate", "must be set with size 3")),
+            _ => Ok(r),
+        };
+        let err = load_env(&SECTION, [("CONNECTION_SIZE", "3")], finish).unwrap_err();
+        assert_eq!(err.variable(), Some("CONNECTION_SIZE"));
+        assert_eq!(err.field(), "rate");
+        assert!(err.to_string().contains("CONNECTION_SIZE=\"3\""), "{err}");
+        let err = load_env(
+            &SECTION,
+            [("CONNECTION_SIZE", "3"), ("CONNECTION_TOKEN", "hidden")],
+            finish,
+        )
+        .unwrap_err();
+        assert_eq!(err.variable(), Some("CONNECTION_SIZE, CONNECTION_TOKEN"));
+        assert!(!err.to_string().contains("hidden"), "{err}");
     }
 
     #[test]

@@ -488,10 +488,14 @@ impl EventBus {
     /// Capacity used by [`Default`].
     pub const DEFAULT_CAPACITY: usize = 1024;
 
+    /// The most slots a bus has: every slot is allocated up front, so a larger request
+    /// is clamped rather than allowed to exhaust memory.
+    pub const MAX_CAPACITY: usize = 1 << 16;
+
     /// A bus that keeps up to `capacity` unread events per subscriber before the oldest
-    /// are overwritten (at least 1).
+    /// are overwritten (clamped to `1..=`[`MAX_CAPACITY`](Self::MAX_CAPACITY)).
     pub fn new(capacity: usize) -> Self {
-        let (tx, _) = broadcast::channel(capacity.max(1));
+        let (tx, _) = broadcast::channel(capacity.clamp(1, Self::MAX_CAPACITY));
         Self { tx }
     }
 

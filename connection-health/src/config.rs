@@ -13,7 +13,7 @@ use crate::options::ms;
 pub const ENV_PREFIX: &str = "CONNECTION_MANAGER_";
 
 /// The most slots a manager's event bus may have: each is allocated up front.
-pub const MAX_EVENT_CAPACITY: usize = 1 << 16;
+pub const MAX_EVENT_CAPACITY: usize = connection_core::EventBus::MAX_CAPACITY;
 
 /// The most connect attempts `connect_all` may run at once.
 pub const MAX_CONNECT_CONCURRENCY: usize = 1 << 16;

@@ -48,8 +48,13 @@ fn expected_table() -> String {
 fn readme_table_matches_the_code() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
         .expect("README.md");
-    let start = readme.find(START).expect("README has the env-table:start marker") + START.len();
-    let end = readme.find(END).expect("README has the env-table:end marker");
+    let start = readme
+        .find(START)
+        .expect("README has the env-table:start marker")
+        + START.len();
+    let end = readme
+        .find(END)
+        .expect("README has the env-table:end marker");
     let table = readme[start..end].trim();
     let expected = expected_table();
     assert_eq!(
@@ -79,7 +84,11 @@ fn sections_are_disjoint_and_reserved() {
     // Core's loader leaves every sibling section alone, and refuses the rest.
     for (_, section) in sections().into_iter().skip(1) {
         let vars = section.vars().iter().map(|v| (v.name(), v.default_value()));
-        assert!(ConnectionConfig::from_vars(vars).is_ok(), "{}", section.prefix());
+        assert!(
+            ConnectionConfig::from_vars(vars).is_ok(),
+            "{}",
+            section.prefix()
+        );
     }
     assert!(ConnectionConfig::from_vars([("CONNECTION_POLL_MAX_SIZE", "1")]).is_err());
 }
@@ -87,7 +96,10 @@ fn sections_are_disjoint_and_reserved() {
 #[test]
 fn every_loader_reads_its_documented_defaults() {
     let defaults = |s: EnvSection| -> Vec<(&'static str, &'static str)> {
-        s.vars().iter().map(|v| (v.name(), v.default_value())).collect()
+        s.vars()
+            .iter()
+            .map(|v| (v.name(), v.default_value()))
+            .collect()
     };
     assert_eq!(
         ConnectionConfig::from_vars(defaults(ConnectionConfig::ENV)).unwrap(),
@@ -104,5 +116,8 @@ fn every_loader_reads_its_documented_defaults() {
         format!("{:?}", ManagerConfig::default())
     );
     let none = ManagerConfig::from_vars(Vec::<(String, String)>::new()).unwrap();
-    assert_eq!(format!("{none:?}"), format!("{:?}", ManagerConfig::default()));
+    assert_eq!(
+        format!("{none:?}"),
+        format!("{:?}", ManagerConfig::default())
+    );
 }

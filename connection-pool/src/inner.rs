@@ -223,8 +223,11 @@ impl<T: Transport> Shared<T> {
         cap: Option<Arc<Cap<T>>>,
         events: Option<(EventBus, Arc<str>)>,
     ) -> Self {
+        // Reserve for a typical pool, not for the maximum: a large `max_size` is a limit,
+        // not a promise to fill it, and must not cost its memory up front.
+        let initial = config.max_size.min(256);
         let leak_capacity = if config.leak_threshold.is_some() {
-            config.max_size
+            initial
         } else {
             0
         };
@@ -234,7 +237,7 @@ impl<T: Transport> Shared<T> {
             transport,
             cap,
             state: StateLock::new(State {
-                idle: VecDeque::with_capacity(config.max_size),
+                idle: VecDeque::with_capacity(initial),
                 waiters: VecDeque::new(),
                 connecting: 0,
                 barging_waiters: 0,

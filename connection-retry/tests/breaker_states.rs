@@ -451,15 +451,34 @@ async fn rejections_come_back_in_the_callers_error_type() {
 
 #[tokio::test(start_paused = true)]
 async fn extreme_settings_do_not_panic() {
+    // Durations past a year are refused, naming the setting...
+    let refused = [
+        CircuitBreaker::builder().wait(Duration::MAX).build(),
+        CircuitBreaker::builder().max_wait(Duration::MAX).build(),
+        CircuitBreaker::builder().time_window(Duration::MAX).build(),
+        CircuitBreaker::builder()
+            .slow_calls(Duration::MAX, 1.0)
+            .build(),
+    ];
+    let fields: Vec<_> = refused
+        .into_iter()
+        .map(|r| r.map(drop).unwrap_err().field())
+        .collect();
+    assert_eq!(
+        fields,
+        ["wait_ms", "max_wait_ms", "window_ms", "slow_call_ms"]
+    );
+    // ...and the longest accepted ones run.
+    let year = connection_core::MAX_DURATION;
     let b = CircuitBreaker::builder()
         .consecutive_failures(1)
-        .wait(Duration::MAX)
-        .max_wait(Duration::MAX)
+        .wait(year)
+        .max_wait(year)
         .wait_multiplier(1e300)
         .jitter(1.0)
-        .time_window(Duration::MAX)
+        .time_window(year)
         .failure_rate(1.0)
-        .slow_calls(Duration::MAX, 1.0)
+        .slow_calls(year, 1.0)
         .min_calls(u32::MAX)
         .build()
         .unwrap();

@@ -382,6 +382,10 @@ impl BackoffBuilder {
         if !custom && self.initial.is_zero() {
             return Err(ConfigError::new("initial", "must be greater than zero"));
         }
+        connection_core::require_at_most_max("initial", self.initial)?;
+        if let Some(max) = self.max_delay {
+            connection_core::require_at_most_max("max_delay", max)?;
+        }
         if let Schedule::Exponential { multiplier } = self.schedule {
             if !(multiplier.is_finite() && multiplier >= 1.0) {
                 return Err(ConfigError::new(
@@ -552,14 +556,20 @@ mod tests {
                 }
             }
         }
-        let mut unbounded = BackoffStrategy::exponential(MS(1), 1e300)
-            .max_delay(Duration::MAX)
+        let mut longest = BackoffStrategy::exponential(MS(1), 1e300)
+            .max_delay(connection_core::MAX_DURATION)
             .build()
             .unwrap();
         assert_eq!(
-            unbounded.next_delay(u32::MAX, None),
-            Some(Duration::from_nanos(u64::MAX))
+            longest.next_delay(u32::MAX, None),
+            Some(connection_core::MAX_DURATION)
         );
+        // Past a year is refused, so no deadline built from a delay can overflow.
+        let err = BackoffStrategy::exponential(MS(1), 2.0)
+            .max_delay(Duration::MAX)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field(), "max_delay");
     }
 
     #[test]

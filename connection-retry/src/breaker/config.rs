@@ -335,6 +335,27 @@ impl CircuitBreakerBuilder {
         if self.wait.is_zero() {
             return Err(ConfigError::new("wait_ms", "must be greater than zero"));
         }
+        // Durations stop at a year, so no deadline computed from them can overflow.
+        let durations = [
+            ("wait_ms", Some(self.wait)),
+            ("max_wait_ms", self.max_wait),
+            (
+                "slow_call_ms",
+                self.slow_call.map(|(threshold, _)| threshold),
+            ),
+            (
+                "window_ms",
+                match self.window {
+                    SlidingWindow::Time(span) => Some(span),
+                    _ => None,
+                },
+            ),
+        ];
+        for (field, d) in durations {
+            if let Some(d) = d {
+                connection_core::require_at_most_max(field, d)?;
+            }
+        }
         if let Some(max) = self.max_wait {
             if max < self.wait {
                 return Err(ConfigError::new(

@@ -70,6 +70,9 @@ impl BulkheadBuilder {
                 "must be greater than zero (use max_queue(0) to never wait)",
             ));
         }
+        if let Some(d) = self.max_wait {
+            connection_core::require_at_most_max("max_wait", d)?;
+        }
         Ok(Bulkhead {
             inner: Arc::new(Inner {
                 slots: Arc::new(Semaphore::new(self.max_concurrent)),

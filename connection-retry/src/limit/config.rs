@@ -87,6 +87,12 @@ impl RateLimitConfig {
         if self.period_ms == 0 {
             return Err(ConfigError::new("period_ms", "must be greater than zero"));
         }
+        let ms = Duration::from_millis;
+        connection_core::require_at_most_max("period_ms", ms(self.period_ms))?;
+        connection_core::require_at_most_max("jitter_ms", ms(self.jitter_ms))?;
+        if let Some(max_wait) = self.max_wait_ms {
+            connection_core::require_at_most_max("max_wait_ms", ms(max_wait))?;
+        }
         let quota = Quota::per(Duration::from_millis(self.period_ms), self.rate, self.burst)?;
         let mode = match self.mode {
             LimitModeConfig::FailFast => LimitMode::FailFast,

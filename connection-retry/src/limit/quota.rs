@@ -46,11 +46,23 @@ impl Quota {
         }
         let burst = NonZeroU32::new(burst)
             .ok_or_else(|| ConfigError::new("burst", "must be at least 1"))?;
+        connection_core::require_at_most_max("period", period)?;
         let interval = period / rate;
         if interval.is_zero() {
             return Err(ConfigError::new(
                 "rate",
                 format!("{rate} per {period:?} is finer than a nanosecond"),
+            ));
+        }
+        // The limiter keeps `interval × burst` in 64-bit nanoseconds.
+        let fits = u64::try_from(interval.as_nanos())
+            .ok()
+            .and_then(|n| n.checked_mul(u64::from(burst.get())))
+            .is_some();
+        if !fits {
+            return Err(ConfigError::new(
+                "burst",
+                format!("{burst} permits of {interval:?} each span more than 584 years"),
             ));
         }
         Ok(Self { interval, burst })
