@@ -55,11 +55,18 @@ pub use connection_transport_ws as ws;
 #[cfg(feature = "core")]
 #[cfg_attr(docsrs, doc(cfg(feature = "core")))]
 pub use connection_core::{
-    Backoff, Connection, ConnectionConfig, ConnectionId, ConnectionMetrics, ConnectionState,
-    ConstantBackoff, Endpoint, EndpointError, Error, Event, EventBus, EventFilter, EventKind,
-    EventType, MetricsSnapshot, Severity, ShutdownOutcome, Supervisor, SupervisorHandle, Transport,
-    TransportExt,
+    Backoff, ConfigError, Connection, ConnectionConfig, ConnectionId, ConnectionMetrics,
+    ConnectionState, ConstantBackoff, DisconnectReason, Endpoint, EndpointError, Error, ErrorKind,
+    Event, EventBus, EventFilter, EventKind, EventStream, EventType, ExponentialBackoff, IoOf,
+    Link, MetricsSnapshot, Severity, ShutdownOutcome, Supervise, Supervised, Supervisor,
+    SupervisorHandle, Traffic, Transport, TransportExt,
 };
+
+/// Metrics and their export: [`metrics::to_prometheus`], [`metrics::to_json`] and the
+/// recorders (the `metrics` module of `connection-core`).
+#[cfg(feature = "core")]
+#[cfg_attr(docsrs, doc(cfg(feature = "core")))]
+pub use connection_core::metrics;
 
 /// The README's examples, compiled as doctests so they cannot drift from the API.
 #[cfg(all(doctest, feature = "health", feature = "ws"))]

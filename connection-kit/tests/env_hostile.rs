@@ -231,7 +231,7 @@ async fn websocket_settings_refuse_or_run() {
         async move {
             settings.url = Some(url);
             let client = settings.client_builder().unwrap().spawn().unwrap();
-            let _ = tokio::time::timeout(Duration::from_millis(500), client.connected()).await;
+            let _ = tokio::time::timeout(Duration::from_millis(500), client.wait_connected()).await;
             let _ = tokio::time::timeout(Duration::from_millis(200), client.send_text("hi")).await;
             client.close(Duration::from_millis(500)).await;
         }

@@ -141,6 +141,26 @@ pub(crate) struct Shared<T: Transport> {
     pub(crate) id: ConnectionId,
 }
 
+impl<T: Transport> State<T> {
+    /// Queues a waiter at the back, returning its id and the receiving end of its slot.
+    fn enqueue(
+        &mut self,
+        at: &'static Location<'static>,
+        connecting: bool,
+    ) -> (u64, oneshot::Receiver<Slot<T>>) {
+        let (tx, rx) = oneshot::channel();
+        let id = self.next_waiter;
+        self.next_waiter += 1;
+        self.waiters.push_back(Waiter {
+            id,
+            tx,
+            at,
+            connecting,
+        });
+        (id, rx)
+    }
+}
+
 /// The pool lock, alone on its cache line: the `Arc`'s reference count, bumped by every
 /// checkout, would otherwise share it and turn each lock into two contended lines.
 ///
@@ -638,15 +658,7 @@ impl<T: Transport> Shared<T> {
             }
         }
         if strict {
-            let (tx, rx) = oneshot::channel();
-            let id = st.next_waiter;
-            st.next_waiter += 1;
-            st.waiters.push_back(Waiter {
-                id,
-                tx,
-                at,
-                connecting: false,
-            });
+            let (id, rx) = st.enqueue(at, false);
             Ok(Acquire::Queued(id, rx))
         } else {
             st.barging_waiters += 1;
@@ -668,23 +680,14 @@ impl<T: Transport> Shared<T> {
     ) -> Result<Raced<T>, crate::PoolError> {
         let shared = Arc::clone(this);
         let mut connect = Box::pin(async move { shared.create().await });
-        let (tx, rx) = oneshot::channel();
-        let id = {
+        let (id, rx) = {
             let mut st = this.state.lock();
             if st.closed {
                 drop(st);
                 return Err(this.closed_error());
             }
-            let id = st.next_waiter;
-            st.next_waiter += 1;
-            st.waiters.push_back(Waiter {
-                id,
-                tx,
-                at,
-                connecting: true,
-            });
             st.connecting += 1;
-            id
+            st.enqueue(at, true)
         };
         let mut entry = QueueEntry {
             shared: this,

@@ -55,7 +55,7 @@
 //! let server = TcpEchoServer::start().await?;
 //! let pool = Pool::builder(TcpEchoTransport::new(server.addr())?)
 //!     .max_size(4)
-//!     .build()?;
+//!     .spawn()?;
 //!
 //! let mut conn = pool.get().await?;       // opens a connection
 //! conn.probe().await?;                    // use it through Deref

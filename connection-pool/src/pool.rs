@@ -92,7 +92,7 @@ impl<T: Transport> Pool<T> {
         Ok(Self { shared })
     }
 
-    /// A builder over the default settings: `Pool::builder(t).max_size(8).build()`;
+    /// A builder over the default settings: `Pool::builder(t).max_size(8).spawn()`;
     /// [`PoolBuilder::configure`] reaches every other setting.
     pub fn builder(transport: T) -> PoolBuilder<T> {
         PoolBuilder {
@@ -164,7 +164,7 @@ impl<T: Transport> Pool<T> {
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let server = TcpEchoServer::start().await?;
-    /// let pool = Pool::builder(TcpEchoTransport::new(server.addr())?).max_size(1).build()?;
+    /// let pool = Pool::builder(TcpEchoTransport::new(server.addr())?).max_size(1).spawn()?;
     /// let first = pool.get().await?;
     /// pool.resize(2)?;                        // room for a second one at once
     /// let second = pool.get().await?;
@@ -382,7 +382,7 @@ impl<T: Transport> PoolBuilder<T> {
     /// let mut events = bus.subscribe(EventFilter::all().name("db"));
     /// let pool = Pool::builder(TcpEchoTransport::new(server.addr())?)
     ///     .events(bus.clone(), "db")
-    ///     .build()?;
+    ///     .spawn()?;
     /// drop(pool.get().await?);
     /// let first = events.next().await.ok_or("no event")??;
     /// assert!(matches!(first.kind, EventKind::Connected));
@@ -393,8 +393,10 @@ impl<T: Transport> PoolBuilder<T> {
         self
     }
 
-    /// Validates the settings and starts the pool. See [`Pool::new`].
-    pub fn build(self) -> Result<Pool<T>, connection_core::ConfigError> {
+    /// Validates the settings and starts the pool: `spawn`, like every builder that
+    /// starts a background task (the maintainer runs when the settings need one), so it
+    /// must be called inside a tokio runtime. See [`Pool::new`].
+    pub fn spawn(self) -> Result<Pool<T>, connection_core::ConfigError> {
         Pool::with_cap(self.transport, self.config.build()?, None, self.events)
     }
 }

@@ -152,10 +152,10 @@ async fn close_fails_waiters_and_later_gets() {
 
 #[test]
 fn builder_names_the_bad_field() {
-    let err = Pool::builder(Mem::new()).max_size(0).build().unwrap_err();
+    let err = Pool::builder(Mem::new()).max_size(0).spawn().unwrap_err();
     assert_eq!(err.field(), "max_size");
     // The maintainer needs a runtime; outside one the setting that needs it is named.
-    let err = Pool::builder(Mem::new()).min_idle(1).build().unwrap_err();
+    let err = Pool::builder(Mem::new()).min_idle(1).spawn().unwrap_err();
     assert_eq!(err.field(), "min_idle");
 }
 

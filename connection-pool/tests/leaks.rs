@@ -39,7 +39,7 @@ fn leak_pool(bus: &EventBus) -> Pool<Mem> {
                 .max_lifetime(None)
         })
         .events(bus.clone(), "leaky")
-        .build()
+        .spawn()
         .expect("test step")
 }
 
@@ -98,7 +98,7 @@ async fn a_waiter_served_by_handoff_is_watched_from_its_own_call() {
         .max_size(1)
         .configure(|c| c.leak_threshold(Some(THRESHOLD)).idle_timeout(None))
         .events(bus.clone(), "leaky")
-        .build()
+        .spawn()
         .expect("test step");
     let first = pool.get().await.expect("test step");
     let p = pool.clone();
@@ -126,7 +126,7 @@ async fn pool_events_report_connects_failures_and_closes() {
         .max_size(2)
         .configure(|c| c.idle_timeout(None).max_lifetime(None))
         .events(bus.clone(), "events")
-        .build()
+        .spawn()
         .expect("test step");
     let mut g = pool.get().await.expect("test step");
     g.mark_broken();

@@ -362,7 +362,7 @@ fn reconnect() {
             .spawn()
             .expect("our client");
         let mut events = client
-            .events(EventFilter::all().types([EventType::Reconnecting, EventType::Connected]));
+            .subscribe(EventFilter::all().types([EventType::Reconnecting, EventType::Connected]));
         client.wait_connected().await.expect("connected");
         let (mut ours, mut over) = (Vec::new(), Vec::new());
         let (mut until_accept, mut until_stamp, mut delivery) =

@@ -122,7 +122,7 @@ impl WsClientBuilder {
         F: Fn(Session) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
     {
-        self.hook = Some(Arc::new(move |s| Box::pin(hook(s))));
+        self.hook = Some(crate::connection::hook(hook));
         self
     }
 
@@ -157,9 +157,9 @@ impl WsClientBuilder {
             Some(b) => b,
             None => Box::new(default_backoff()?),
         };
-        let (tx, outbox) = Outbox::new(config.queue_capacity);
-        let (in_tx, inbound) = mpsc::channel(config.inbound_buffer);
-        let inbound_bytes = ByteBudget::new(config.inbound_buffer_bytes);
+        let (tx, outbox) = Outbox::new(config.s.queue_capacity);
+        let (in_tx, inbound) = mpsc::channel(config.s.inbound_buffer);
+        let inbound_bytes = ByteBudget::new(config.s.inbound_buffer_bytes);
         let metrics = Arc::new(ConnectionMetrics::new());
         let closed = Arc::new(AtomicBool::new(false));
         let client_state = ClientState::default();
@@ -167,8 +167,8 @@ impl WsClientBuilder {
             tx,
             outbox.clone(),
             config.endpoint.clone(),
-            config.when_full,
-            config.queue_capacity,
+            config.s.when_full,
+            config.s.queue_capacity,
             closed.clone(),
             None,
             client_state.clone(),
@@ -188,8 +188,8 @@ impl WsClientBuilder {
             .backoff(backoff)
             .metrics(metrics)
             .events(bus)
-            .close_timeout(config.close_timeout);
-        if let Some((interval, timeout)) = config.heartbeat {
+            .close_timeout(config.s.close_timeout);
+        if let Some((interval, timeout)) = config.s.heartbeat {
             supervisor = supervisor.keepalive(interval, timeout);
         }
         if let Some(name) = self.name {
@@ -338,12 +338,8 @@ impl WsClient {
     }
 
     /// This client's events (connected, disconnected with the close code and reason,
-    /// reconnecting, error, state changes), filtered.
-    pub fn events(&self, filter: EventFilter) -> EventStream {
-        self.handle.subscribe(filter)
-    }
-
-    /// The same as [`events`](Self::events).
+    /// reconnecting, error, state changes), filtered: `subscribe`, as on the manager, a
+    /// failover group, a supervisor's handle and an event bus.
     pub fn subscribe(&self, filter: EventFilter) -> EventStream {
         self.handle.subscribe(filter)
     }
@@ -367,11 +363,6 @@ impl WsClient {
                 endpoint: self.endpoint().clone(),
             }),
         }
-    }
-
-    /// The same as [`wait_connected`](Self::wait_connected).
-    pub async fn connected(&self) -> Result<(), WsError> {
-        self.wait_connected().await
     }
 
     /// Waits until connected or failed, and returns the error that made it fail (for a

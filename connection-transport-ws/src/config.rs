@@ -116,6 +116,26 @@ impl CloseCodePolicy {
     }
 }
 
+/// The plain settings, held once by both [`WsConfig`] and its builder, so the list of
+/// fields is written in one place.
+#[derive(Clone)]
+pub(crate) struct Settings {
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) subprotocols: Vec<String>,
+    pub(crate) max_message_size: Option<usize>,
+    pub(crate) max_frame_size: Option<usize>,
+    pub(crate) read_buffer_size: usize,
+    pub(crate) write_buffer_size: usize,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) heartbeat: Option<(Duration, Duration)>,
+    pub(crate) queue_capacity: usize,
+    pub(crate) when_full: WhenFull,
+    pub(crate) inbound_buffer: usize,
+    pub(crate) inbound_buffer_bytes: usize,
+    pub(crate) close_codes: CloseCodePolicy,
+    pub(crate) close_timeout: Duration,
+}
+
 /// A validated WebSocket client configuration. Cheap to clone (TLS settings are shared).
 ///
 /// ```
@@ -140,20 +160,7 @@ impl CloseCodePolicy {
 #[derive(Clone)]
 pub struct WsConfig {
     pub(crate) endpoint: Endpoint,
-    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
-    pub(crate) subprotocols: Vec<String>,
-    pub(crate) max_message_size: Option<usize>,
-    pub(crate) max_frame_size: Option<usize>,
-    pub(crate) read_buffer_size: usize,
-    pub(crate) write_buffer_size: usize,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) heartbeat: Option<(Duration, Duration)>,
-    pub(crate) queue_capacity: usize,
-    pub(crate) when_full: WhenFull,
-    pub(crate) inbound_buffer: usize,
-    pub(crate) inbound_buffer_bytes: usize,
-    pub(crate) close_codes: CloseCodePolicy,
-    pub(crate) close_timeout: Duration,
+    pub(crate) s: Settings,
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
     /// Kept so `to_builder` can rebuild the TLS settings unchanged.
@@ -180,21 +187,8 @@ impl WsConfig {
             target: Target::Endpoint(self.endpoint.clone()),
             path: None,
             tls_on: None,
-            headers: self.headers.clone(),
             error: None,
-            subprotocols: self.subprotocols.clone(),
-            max_message_size: self.max_message_size,
-            max_frame_size: self.max_frame_size,
-            read_buffer_size: self.read_buffer_size,
-            write_buffer_size: self.write_buffer_size,
-            connect_timeout: self.connect_timeout,
-            heartbeat: self.heartbeat,
-            queue_capacity: self.queue_capacity,
-            when_full: self.when_full,
-            inbound_buffer: self.inbound_buffer,
-            inbound_buffer_bytes: self.inbound_buffer_bytes,
-            close_codes: self.close_codes.clone(),
-            close_timeout: self.close_timeout,
+            s: self.s.clone(),
             #[cfg(feature = "tls")]
             tls: self.tls_source.clone(),
         }
@@ -207,70 +201,70 @@ impl WsConfig {
 
     /// The subprotocols offered in `Sec-WebSocket-Protocol`, in preference order.
     pub fn subprotocols(&self) -> &[String] {
-        &self.subprotocols
+        &self.s.subprotocols
     }
 
     /// Names of the extra handshake headers (values are secret and not exposed).
     pub fn header_names(&self) -> impl Iterator<Item = &str> {
-        self.headers.iter().map(|(n, _)| n.as_str())
+        self.s.headers.iter().map(|(n, _)| n.as_str())
     }
 
     /// Bound on one connect attempt (TCP, TLS, WebSocket handshake and `on_connect`).
     pub fn connect_timeout(&self) -> Duration {
-        self.connect_timeout
+        self.s.connect_timeout
     }
 
     /// Heartbeat ping interval and pong timeout, if the heartbeat is on.
     pub fn heartbeat(&self) -> Option<(Duration, Duration)> {
-        self.heartbeat
+        self.s.heartbeat
     }
 
     /// Outbound queue capacity in messages.
     pub fn queue_capacity(&self) -> usize {
-        self.queue_capacity
+        self.s.queue_capacity
     }
 
     /// What a send does on a full queue.
     pub fn when_full(&self) -> WhenFull {
-        self.when_full
+        self.s.when_full
     }
 
     /// Received messages buffered for the application before reading stops.
     pub fn inbound_buffer(&self) -> usize {
-        self.inbound_buffer
+        self.s.inbound_buffer
     }
 
     /// Bytes of received messages buffered for a slow consumer, at most.
     pub fn inbound_buffer_bytes(&self) -> usize {
-        self.inbound_buffer_bytes
+        self.s.inbound_buffer_bytes
     }
 
     /// Which close codes end the client.
     pub fn close_codes(&self) -> &CloseCodePolicy {
-        &self.close_codes
+        &self.s.close_codes
     }
 
     /// Bound on the close handshake.
     pub fn close_timeout(&self) -> Duration {
-        self.close_timeout
+        self.s.close_timeout
     }
 
     /// Largest message accepted from the server.
     pub fn max_message_size(&self) -> Option<usize> {
-        self.max_message_size
+        self.s.max_message_size
     }
 
     /// Largest frame accepted from the server.
     pub fn max_frame_size(&self) -> Option<usize> {
-        self.max_frame_size
+        self.s.max_frame_size
     }
 
     pub(crate) fn websocket_config(&self) -> WebSocketConfig {
         WebSocketConfig::default()
-            .read_buffer_size(self.read_buffer_size)
-            .write_buffer_size(self.write_buffer_size)
-            .max_message_size(self.max_message_size)
-            .max_frame_size(self.max_frame_size)
+            .read_buffer_size(self.s.read_buffer_size)
+            .write_buffer_size(self.s.write_buffer_size)
+            .max_message_size(self.s.max_message_size)
+            .max_frame_size(self.s.max_frame_size)
     }
 }
 
@@ -278,19 +272,19 @@ impl fmt::Debug for WsConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WsConfig")
             .field("endpoint", &self.endpoint)
-            .field("headers", &RedactedHeaders(&self.headers))
-            .field("subprotocols", &self.subprotocols)
-            .field("max_message_size", &self.max_message_size)
-            .field("max_frame_size", &self.max_frame_size)
-            .field("read_buffer_size", &self.read_buffer_size)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("heartbeat", &self.heartbeat)
-            .field("queue_capacity", &self.queue_capacity)
-            .field("when_full", &self.when_full)
-            .field("inbound_buffer", &self.inbound_buffer)
-            .field("inbound_buffer_bytes", &self.inbound_buffer_bytes)
-            .field("close_codes", &self.close_codes)
-            .field("close_timeout", &self.close_timeout)
+            .field("headers", &RedactedHeaders(&self.s.headers))
+            .field("subprotocols", &self.s.subprotocols)
+            .field("max_message_size", &self.s.max_message_size)
+            .field("max_frame_size", &self.s.max_frame_size)
+            .field("read_buffer_size", &self.s.read_buffer_size)
+            .field("connect_timeout", &self.s.connect_timeout)
+            .field("heartbeat", &self.s.heartbeat)
+            .field("queue_capacity", &self.s.queue_capacity)
+            .field("when_full", &self.s.when_full)
+            .field("inbound_buffer", &self.s.inbound_buffer)
+            .field("inbound_buffer_bytes", &self.s.inbound_buffer_bytes)
+            .field("close_codes", &self.s.close_codes)
+            .field("close_timeout", &self.s.close_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -321,21 +315,8 @@ pub struct WsConfigBuilder {
     target: Target,
     path: Option<String>,
     tls_on: Option<bool>,
-    headers: Vec<(HeaderName, HeaderValue)>,
     error: Option<ConfigError>,
-    subprotocols: Vec<String>,
-    max_message_size: Option<usize>,
-    max_frame_size: Option<usize>,
-    read_buffer_size: usize,
-    write_buffer_size: usize,
-    connect_timeout: Duration,
-    heartbeat: Option<(Duration, Duration)>,
-    queue_capacity: usize,
-    when_full: WhenFull,
-    inbound_buffer: usize,
-    inbound_buffer_bytes: usize,
-    close_codes: CloseCodePolicy,
-    close_timeout: Duration,
+    s: Settings,
     #[cfg(feature = "tls")]
     tls: crate::tls::TlsSource,
 }
@@ -349,7 +330,7 @@ impl fmt::Debug for WsConfigBuilder {
         };
         f.debug_struct("WsConfigBuilder")
             .field("target", &target)
-            .field("headers", &RedactedHeaders(&self.headers))
+            .field("headers", &RedactedHeaders(&self.s.headers))
             .finish_non_exhaustive()
     }
 }
@@ -360,21 +341,23 @@ impl WsConfigBuilder {
             target,
             path: None,
             tls_on: None,
-            headers: Vec::new(),
             error: None,
-            subprotocols: Vec::new(),
-            max_message_size: Some(DEFAULT_MAX_MESSAGE),
-            max_frame_size: Some(DEFAULT_MAX_FRAME),
-            read_buffer_size: DEFAULT_READ_BUFFER,
-            write_buffer_size: DEFAULT_WRITE_BUFFER,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            heartbeat: Some((DEFAULT_PING_INTERVAL, DEFAULT_PONG_TIMEOUT)),
-            queue_capacity: DEFAULT_QUEUE_CAPACITY,
-            when_full: WhenFull::Error,
-            inbound_buffer: DEFAULT_INBOUND_BUFFER,
-            inbound_buffer_bytes: DEFAULT_INBOUND_BUFFER_BYTES,
-            close_codes: CloseCodePolicy::default(),
-            close_timeout: DEFAULT_CLOSE_TIMEOUT,
+            s: Settings {
+                headers: Vec::new(),
+                subprotocols: Vec::new(),
+                max_message_size: Some(DEFAULT_MAX_MESSAGE),
+                max_frame_size: Some(DEFAULT_MAX_FRAME),
+                read_buffer_size: DEFAULT_READ_BUFFER,
+                write_buffer_size: DEFAULT_WRITE_BUFFER,
+                connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+                heartbeat: Some((DEFAULT_PING_INTERVAL, DEFAULT_PONG_TIMEOUT)),
+                queue_capacity: DEFAULT_QUEUE_CAPACITY,
+                when_full: WhenFull::Error,
+                inbound_buffer: DEFAULT_INBOUND_BUFFER,
+                inbound_buffer_bytes: DEFAULT_INBOUND_BUFFER_BYTES,
+                close_codes: CloseCodePolicy::default(),
+                close_timeout: DEFAULT_CLOSE_TIMEOUT,
+            },
             #[cfg(feature = "tls")]
             tls: crate::tls::TlsSource::default(),
         }
@@ -411,7 +394,7 @@ impl WsConfigBuilder {
         match HeaderValue::try_from(value.as_ref()) {
             Ok(mut v) => {
                 v.set_sensitive(true);
-                self.headers.push((name, v));
+                self.s.headers.push((name, v));
             }
             Err(_) => self.fail(ConfigError::new(
                 "headers",
@@ -430,25 +413,25 @@ impl WsConfigBuilder {
     /// Offers a subprotocol in `Sec-WebSocket-Protocol` (call again for more, in
     /// preference order). The server's choice is checked against the offer.
     pub fn subprotocol(mut self, protocol: impl Into<String>) -> Self {
-        self.subprotocols.push(protocol.into());
+        self.s.subprotocols.push(protocol.into());
         self
     }
 
     /// Largest message accepted from the server (`None`: no limit; default 64 MiB).
     pub fn max_message_size(mut self, max: Option<usize>) -> Self {
-        self.max_message_size = max;
+        self.s.max_message_size = max;
         self
     }
 
     /// Largest frame accepted from the server (`None`: no limit; default 16 MiB).
     pub fn max_frame_size(mut self, max: Option<usize>) -> Self {
-        self.max_frame_size = max;
+        self.s.max_frame_size = max;
         self
     }
 
     /// Initial read buffer per connection (default 8 KiB; grows for large messages).
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {
-        self.read_buffer_size = bytes;
+        self.s.read_buffer_size = bytes;
         self
     }
 
@@ -456,46 +439,46 @@ impl WsConfigBuilder {
     /// (default [`DEFAULT_WRITE_BUFFER`], 128 KiB; it grows only with traffic, so an idle
     /// client does not hold it); every batch is flushed anyway.
     pub fn write_buffer_size(mut self, bytes: usize) -> Self {
-        self.write_buffer_size = bytes;
+        self.s.write_buffer_size = bytes;
         self
     }
 
     /// Bound on one connect attempt, `on_connect` included (default 10 s).
     pub fn connect_timeout(mut self, limit: Duration) -> Self {
-        self.connect_timeout = limit;
+        self.s.connect_timeout = limit;
         self
     }
 
     /// Time between heartbeat pings (default 30 s).
     pub fn ping_interval(mut self, interval: Duration) -> Self {
-        let timeout = self.heartbeat.map_or(DEFAULT_PONG_TIMEOUT, |(_, t)| t);
-        self.heartbeat = Some((interval, timeout));
+        let timeout = self.s.heartbeat.map_or(DEFAULT_PONG_TIMEOUT, |(_, t)| t);
+        self.s.heartbeat = Some((interval, timeout));
         self
     }
 
     /// How long to wait for a pong before the connection is declared dead and
     /// reconnected (default 10 s).
     pub fn pong_timeout(mut self, timeout: Duration) -> Self {
-        let interval = self.heartbeat.map_or(DEFAULT_PING_INTERVAL, |(i, _)| i);
-        self.heartbeat = Some((interval, timeout));
+        let interval = self.s.heartbeat.map_or(DEFAULT_PING_INTERVAL, |(i, _)| i);
+        self.s.heartbeat = Some((interval, timeout));
         self
     }
 
     /// Turns the heartbeat off (server pings are still answered).
     pub fn no_heartbeat(mut self) -> Self {
-        self.heartbeat = None;
+        self.s.heartbeat = None;
         self
     }
 
     /// Outbound queue capacity in messages (default 1024).
     pub fn queue_capacity(mut self, capacity: usize) -> Self {
-        self.queue_capacity = capacity;
+        self.s.queue_capacity = capacity;
         self
     }
 
     /// What a send does when the queue is full (default: fail at once).
     pub fn when_full(mut self, policy: WhenFull) -> Self {
-        self.when_full = policy;
+        self.s.when_full = policy;
         self
     }
 
@@ -504,7 +487,7 @@ impl WsConfigBuilder {
     /// [`inbound_buffer_bytes`](Self::inbound_buffer_bytes): whichever fills first stops
     /// the reader.
     pub fn inbound_buffer(mut self, messages: usize) -> Self {
-        self.inbound_buffer = messages;
+        self.s.inbound_buffer = messages;
         self
     }
 
@@ -514,19 +497,19 @@ impl WsConfigBuilder {
     /// paused consumer a client holds at most this plus one message, whatever the server
     /// sends.
     pub fn inbound_buffer_bytes(mut self, bytes: usize) -> Self {
-        self.inbound_buffer_bytes = bytes;
+        self.s.inbound_buffer_bytes = bytes;
         self
     }
 
     /// Which server close codes end the client (default: 1000 and 1008).
     pub fn close_codes(mut self, policy: CloseCodePolicy) -> Self {
-        self.close_codes = policy;
+        self.s.close_codes = policy;
         self
     }
 
     /// Bound on the close handshake (default 5 s).
     pub fn close_timeout(mut self, limit: Duration) -> Self {
-        self.close_timeout = limit;
+        self.s.close_timeout = limit;
         self
     }
 
@@ -590,7 +573,7 @@ impl WsConfigBuilder {
             return Err(e.into());
         }
         let endpoint = self.endpoint()?;
-        for p in &self.subprotocols {
+        for p in &self.s.subprotocols {
             if p.is_empty() || p.contains(|c: char| c == ',' || c.is_whitespace() || c.is_control())
             {
                 return Err(ConfigError::new(
@@ -600,24 +583,24 @@ impl WsConfigBuilder {
                 .into());
             }
         }
-        require_nonzero("connect_timeout", self.connect_timeout)?;
-        require_nonzero("close_timeout", self.close_timeout)?;
-        if let Some((interval, timeout)) = self.heartbeat {
+        require_nonzero("connect_timeout", self.s.connect_timeout)?;
+        require_nonzero("close_timeout", self.s.close_timeout)?;
+        if let Some((interval, timeout)) = self.s.heartbeat {
             require_nonzero("ping_interval", interval)?;
             require_nonzero("pong_timeout", timeout)?;
         }
-        require_at_most_max("connect_timeout", self.connect_timeout)?;
+        require_at_most_max("connect_timeout", self.s.connect_timeout)?;
         require_in_range(
             "queue_capacity",
-            self.queue_capacity,
+            self.s.queue_capacity,
             1..=MAX_QUEUE_CAPACITY,
         )?;
         require_in_range(
             "inbound_buffer",
-            self.inbound_buffer,
+            self.s.inbound_buffer,
             1..=MAX_QUEUE_CAPACITY,
         )?;
-        if self.inbound_buffer_bytes == 0 || self.inbound_buffer_bytes > u32::MAX as usize {
+        if self.s.inbound_buffer_bytes == 0 || self.s.inbound_buffer_bytes > u32::MAX as usize {
             return Err(ConfigError::new(
                 "inbound_buffer_bytes",
                 "must be between 1 and 4294967295 bytes",
@@ -626,18 +609,18 @@ impl WsConfigBuilder {
         }
         require_in_range(
             "read_buffer_size",
-            self.read_buffer_size,
+            self.s.read_buffer_size,
             1..=MAX_BUFFER_SIZE,
         )?;
         require_in_range(
             "write_buffer_size",
-            self.write_buffer_size,
+            self.s.write_buffer_size,
             1..=MAX_BUFFER_SIZE,
         )?;
-        if let Some(message) = self.max_message_size {
+        if let Some(message) = self.s.max_message_size {
             require_in_range("max_message_size", message, 1..=MAX_MESSAGE_LIMIT)?;
         }
-        if let Some(frame) = self.max_frame_size {
+        if let Some(frame) = self.s.max_frame_size {
             require_in_range("max_frame_size", frame, 1..=MAX_MESSAGE_LIMIT)?;
         }
         #[cfg(feature = "tls")]
@@ -656,20 +639,7 @@ impl WsConfigBuilder {
         }
         Ok(WsConfig {
             endpoint,
-            headers: self.headers,
-            subprotocols: self.subprotocols,
-            max_message_size: self.max_message_size,
-            max_frame_size: self.max_frame_size,
-            read_buffer_size: self.read_buffer_size,
-            write_buffer_size: self.write_buffer_size,
-            connect_timeout: self.connect_timeout,
-            heartbeat: self.heartbeat,
-            queue_capacity: self.queue_capacity,
-            when_full: self.when_full,
-            inbound_buffer: self.inbound_buffer,
-            inbound_buffer_bytes: self.inbound_buffer_bytes,
-            close_codes: self.close_codes,
-            close_timeout: self.close_timeout,
+            s: self.s,
             #[cfg(feature = "tls")]
             tls,
             #[cfg(feature = "tls")]

@@ -54,6 +54,15 @@ const CONTROL_QUEUE: usize = 8;
 pub(crate) type Hook =
     Arc<dyn Fn(Session) -> BoxFuture<'static, Result<(), connection_core::BoxError>> + Send + Sync>;
 
+/// Boxes a user's `on_connect` closure (one place for the client and the transport).
+pub(crate) fn hook<F, Fut>(hook: F) -> Hook
+where
+    F: Fn(Session) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), connection_core::BoxError>> + Send + 'static,
+{
+    Arc::new(move |s| Box::pin(hook(s)))
+}
+
 /// The byte bound on received messages waiting for the consumer (next to the count
 /// bound of the inbound channel): the reader takes a message's bytes before handing it
 /// over, waiting (and so not reading the socket) while the consumer is behind; the

@@ -76,14 +76,22 @@
 //! ## Example
 //!
 //! ```no_run
-//! use connection_core::EventFilter;
-//! use connection_transport_ws::{Message, WsClient, WsError};
+//! // Everything a client needs comes from this crate: no direct connection-core or
+//! // connection-retry dependency to set a backoff or filter events.
+//! use connection_transport_ws::{
+//!     BackoffStrategy, EventFilter, EventType, Jitter, Message, WsClient, WsError,
+//! };
 //! use futures::StreamExt;
 //! use std::time::Duration;
 //!
 //! # async fn demo() -> Result<(), WsError> {
+//! let backoff = BackoffStrategy::exponential(Duration::from_millis(500), 2.0)
+//!     .max_delay(Duration::from_secs(60))
+//!     .jitter(Jitter::Equal)
+//!     .build()?;
 //! let mut client = WsClient::builder("wss://stream.example.com/v1")
 //!     .configure(|c| c.bearer_auth("token").subprotocol("v1.json"))
+//!     .backoff(backoff)
 //!     .on_connect(|session| async move {
 //!         session.send_text(r#"{"subscribe":"ticker"}"#).await?;
 //!         Ok(())
@@ -91,7 +99,7 @@
 //!     .name("ticker")
 //!     .spawn()?;
 //!
-//! let mut events = client.events(EventFilter::all());
+//! let mut events = client.subscribe(EventFilter::all().types([EventType::Disconnected]));
 //! tokio::spawn(async move {
 //!     while let Some(Ok(event)) = events.next().await {
 //!         tracing::info!(%event);
@@ -131,6 +139,16 @@ pub use connection::{Session, WsConnection, WsSender};
 pub use error::WsError;
 pub use settings::{ENV_PREFIX, WsSettings};
 pub use transport::WsTransport;
+
+/// What a WebSocket user needs from the other crates without depending on them: the
+/// reconnect schedules, the events and their filter, states and errors.
+pub use connection_core::{
+    Backoff, ConfigError, ConnectionState, ConstantBackoff, DisconnectReason, Error, Event,
+    EventBus, EventFilter, EventKind, EventStream, EventType, ExponentialBackoff, Severity,
+    ShutdownOutcome,
+};
+/// The configurable backoff of `connection-retry`, for [`WsClientBuilder::backoff`].
+pub use connection_retry::{BackoffStrategy, Jitter};
 
 /// The message type (text, binary; pings, pongs and close frames are handled inside).
 pub use tokio_tungstenite::tungstenite::Message;

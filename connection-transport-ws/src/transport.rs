@@ -90,7 +90,7 @@ impl WsTransport {
         F: Fn(Session) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
     {
-        self.hook = Some(Arc::new(move |s| Box::pin(hook(s))));
+        self.hook = Some(crate::connection::hook(hook));
         self
     }
 
@@ -111,7 +111,7 @@ impl WsTransport {
 
     /// Opens one connection, with this crate's error type.
     pub async fn open(&self) -> Result<WsConnection, WsError> {
-        let limit = self.config.connect_timeout;
+        let limit = self.config.s.connect_timeout;
         match tokio::time::timeout(limit, self.open_inner()).await {
             Ok(result) => result,
             Err(_) => Err(WsError::Timeout {
@@ -180,15 +180,15 @@ impl WsTransport {
                 None,
             ),
             None => {
-                let (tx, outbox) = Outbox::new(config.queue_capacity);
-                let (in_tx, in_rx) = mpsc::channel(config.inbound_buffer);
+                let (tx, outbox) = Outbox::new(config.s.queue_capacity);
+                let (in_tx, in_rx) = mpsc::channel(config.s.inbound_buffer);
                 let ended = Arc::new(AtomicBool::new(false));
                 let sender = WsSender::new(
                     tx,
                     outbox.clone(),
                     endpoint.clone(),
-                    config.when_full,
-                    config.queue_capacity,
+                    config.s.when_full,
+                    config.s.queue_capacity,
                     Arc::new(AtomicBool::new(false)),
                     Some(ended.clone()),
                     Arc::default(),
@@ -196,7 +196,7 @@ impl WsTransport {
                 (
                     outbox,
                     in_tx,
-                    ByteBudget::new(config.inbound_buffer_bytes),
+                    ByteBudget::new(config.s.inbound_buffer_bytes),
                     sender,
                     Some(in_rx),
                     Some(ended),
@@ -216,8 +216,8 @@ impl WsTransport {
                 outbox,
                 inbound,
                 inbound_bytes,
-                close_codes: config.close_codes.clone(),
-                close_timeout: config.close_timeout,
+                close_codes: config.s.close_codes.clone(),
+                close_timeout: config.s.close_timeout,
                 subprotocol,
                 sender,
                 own_inbound,
@@ -278,7 +278,7 @@ impl WsTransport {
             .into_client_request()
             .map_err(|e| ConfigError::new("url", format!("not a valid request URI: {e}")))?;
         let headers = request.headers_mut();
-        for (name, value) in &config.headers {
+        for (name, value) in &config.s.headers {
             headers.append(name.clone(), value.clone());
         }
         if let Some(basic) = basic {
@@ -290,8 +290,8 @@ impl WsTransport {
                 headers.insert("authorization", value);
             }
         }
-        if !config.subprotocols.is_empty() {
-            let value = HeaderValue::try_from(config.subprotocols.join(", "))
+        if !config.s.subprotocols.is_empty() {
+            let value = HeaderValue::try_from(config.s.subprotocols.join(", "))
                 .map_err(|_| ConfigError::new("subprotocols", "not a valid header value"))?;
             headers.insert("sec-websocket-protocol", value);
         }

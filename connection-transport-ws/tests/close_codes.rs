@@ -30,7 +30,7 @@ async fn run(code: u16, policy: Option<CloseCodePolicy>) -> (WsServer, WsClient,
         .backoff(ConstantBackoff::new(Duration::from_millis(50)))
         .spawn()
         .expect("spawn");
-    let mut events = client.events(EventFilter::all().types([EventType::Disconnected]));
+    let mut events = client.subscribe(EventFilter::all().types([EventType::Disconnected]));
     client.send_text("one").await.expect("send");
     assert_eq!(client.recv().await, Some(Message::text("one")));
     let event = tokio::time::timeout(Duration::from_secs(10), events.next())
@@ -126,7 +126,7 @@ async fn a_dropped_tcp_connection_is_abnormal_closure_and_reconnects() {
         .backoff(ConstantBackoff::new(Duration::from_millis(50)))
         .spawn()
         .expect("spawn");
-    let mut events = client.events(EventFilter::all().types([EventType::Disconnected]));
+    let mut events = client.subscribe(EventFilter::all().types([EventType::Disconnected]));
     client.send_text("one").await.expect("send");
     assert_eq!(client.recv().await, Some(Message::text("one")));
     let event = events

@@ -15,7 +15,7 @@ use support::{Options, WsServer, close_after, unresponsive};
 async fn after_a_final_close_code_sends_fail_and_the_reason_is_kept() {
     let server = WsServer::start(Options::default(), |ws, log| close_after(ws, log, 1, 1000)).await;
     let mut client = WsClient::builder(server.url()).spawn().expect("spawn");
-    let mut errors = client.events(EventFilter::all().min_severity(Severity::Error));
+    let mut errors = client.subscribe(EventFilter::all().min_severity(Severity::Error));
     client.send_text("one").await.expect("send");
     assert_eq!(client.recv().await, Some(Message::text("one")));
     // 1000 ends the client: the stream ends, and says why without any subscription.

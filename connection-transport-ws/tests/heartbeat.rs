@@ -41,7 +41,7 @@ async fn missing_pong_disconnects_after_the_timeout_and_reconnects() {
         .backoff(ConstantBackoff::new(Duration::from_millis(100)))
         .spawn()
         .unwrap();
-    let mut events = client.events(EventFilter::all().types([EventType::Disconnected]));
+    let mut events = client.subscribe(EventFilter::all().types([EventType::Disconnected]));
     client.wait_connected().await.unwrap();
     let connected_at = Instant::now();
     let event = events.next().await.unwrap().unwrap();

@@ -130,7 +130,7 @@ async fn client(
         .name("interop")
         .spawn()
         .expect("spawn the client");
-    let events = client.events(EventFilter::all());
+    let events = client.subscribe(EventFilter::all());
     timeout(LIMIT, client.wait_connected())
         .await
         .expect("connected in time")
