@@ -12,12 +12,12 @@
 //! | `connect_timeout_ms` | `CONNECTION_CONNECT_TIMEOUT_MS` | 10 000 |
 //! | `keepalive_interval_ms` (0 or `null` = off) | `CONNECTION_KEEPALIVE_INTERVAL_MS` | off |
 //! | `probe_timeout_ms` | `CONNECTION_PROBE_TIMEOUT_MS` | 5 000 |
-//! | `shutdown_timeout_ms` | `CONNECTION_SHUTDOWN_TIMEOUT_MS` | 5 000 |
-//! | `retry_max_attempts` (`null` = unlimited) | `CONNECTION_RETRY_MAX_ATTEMPTS` | unlimited |
-//! | `retry_initial_delay_ms` | `CONNECTION_RETRY_INITIAL_DELAY_MS` | 250 |
-//! | `retry_max_delay_ms` | `CONNECTION_RETRY_MAX_DELAY_MS` | 30 000 |
+//! | `close_timeout_ms` | `CONNECTION_CLOSE_TIMEOUT_MS` | 5 000 |
+//! | `reconnect_max_attempts` (`null` = unlimited) | `CONNECTION_RECONNECT_MAX_ATTEMPTS` | unlimited |
+//! | `reconnect_initial_delay_ms` | `CONNECTION_RECONNECT_INITIAL_DELAY_MS` | 250 |
+//! | `reconnect_max_delay_ms` | `CONNECTION_RECONNECT_MAX_DELAY_MS` | 30 000 |
 //!
-//! The `CONNECTION_RETRY_*` variables mean one thing wherever they are read: the
+//! The `CONNECTION_RECONNECT_*` variables mean one thing wherever they are read: the
 //! reconnect schedule [`ConnectionConfig::backoff`], exponential from the initial delay,
 //! doubling, capped at the maximum, with equal jitter (the library's default schedule).
 //!
@@ -174,13 +174,13 @@ pub struct ConnectionConfig {
     /// Limit on one probe; a probe that takes longer declares the connection dead.
     pub probe_timeout: Duration,
     /// How long a graceful shutdown may take before tasks are aborted.
-    pub shutdown_timeout: Duration,
+    pub close_timeout: Duration,
     /// Reconnect attempts before giving up; `None` for no limit.
-    pub retry_max_attempts: Option<u32>,
+    pub reconnect_max_attempts: Option<u32>,
     /// First reconnect delay.
-    pub retry_initial_delay: Duration,
+    pub reconnect_initial_delay: Duration,
     /// Ceiling on reconnect delays.
-    pub retry_max_delay: Duration,
+    pub reconnect_max_delay: Duration,
 }
 
 impl Default for ConnectionConfig {
@@ -189,10 +189,10 @@ impl Default for ConnectionConfig {
             connect_timeout: Duration::from_secs(10),
             keepalive_interval: None,
             probe_timeout: Duration::from_secs(5),
-            shutdown_timeout: Duration::from_secs(5),
-            retry_max_attempts: None,
-            retry_initial_delay: Duration::from_millis(250),
-            retry_max_delay: Duration::from_secs(30),
+            close_timeout: Duration::from_secs(5),
+            reconnect_max_attempts: None,
+            reconnect_initial_delay: Duration::from_millis(250),
+            reconnect_max_delay: Duration::from_secs(30),
         }
     }
 }
@@ -209,9 +209,9 @@ impl ConnectionConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         require_nonzero("connect_timeout", self.connect_timeout)?;
         require_nonzero("probe_timeout", self.probe_timeout)?;
-        require_nonzero("shutdown_timeout", self.shutdown_timeout)?;
-        require_nonzero("retry_initial_delay", self.retry_initial_delay)?;
-        require_at_most_max("retry_max_delay", self.retry_max_delay)?;
+        require_nonzero("close_timeout", self.close_timeout)?;
+        require_nonzero("reconnect_initial_delay", self.reconnect_initial_delay)?;
+        require_at_most_max("reconnect_max_delay", self.reconnect_max_delay)?;
         if let Some(interval) = self.keepalive_interval {
             require_nonzero("keepalive_interval", interval)?;
             if self.probe_timeout > interval {
@@ -224,18 +224,18 @@ impl ConnectionConfig {
                 ));
             }
         }
-        if self.retry_max_delay < self.retry_initial_delay {
+        if self.reconnect_max_delay < self.reconnect_initial_delay {
             return Err(ConfigError::new(
-                "retry_max_delay",
+                "reconnect_max_delay",
                 format!(
-                    "{:?} is less than retry_initial_delay {:?}",
-                    self.retry_max_delay, self.retry_initial_delay
+                    "{:?} is less than reconnect_initial_delay {:?}",
+                    self.reconnect_max_delay, self.reconnect_initial_delay
                 ),
             ));
         }
-        if self.retry_max_attempts == Some(0) {
+        if self.reconnect_max_attempts == Some(0) {
             return Err(ConfigError::new(
-                "retry_max_attempts",
+                "reconnect_max_attempts",
                 "must be at least 1 (omit it for no limit)",
             ));
         }
@@ -243,8 +243,8 @@ impl ConnectionConfig {
     }
 
     /// The reconnect schedule these settings describe: exponential from
-    /// `retry_initial_delay`, doubling, capped at `retry_max_delay`, equal jitter, for
-    /// `retry_max_attempts` attempts (unlimited when `None`). With the defaults it is
+    /// `reconnect_initial_delay`, doubling, capped at `reconnect_max_delay`, equal jitter, for
+    /// `reconnect_max_attempts` attempts (unlimited when `None`). With the defaults it is
     /// [`ExponentialBackoff::default`](crate::ExponentialBackoff::default).
     ///
     /// Each call seeds its own jitter, so connections built from one config disperse.
@@ -253,7 +253,7 @@ impl ConnectionConfig {
     /// use connection_core::{Backoff, ConnectionConfig};
     /// use std::time::Duration;
     ///
-    /// let cfg = ConnectionConfig::from_vars([("CONNECTION_RETRY_MAX_ATTEMPTS", "3")])?;
+    /// let cfg = ConnectionConfig::from_vars([("CONNECTION_RECONNECT_MAX_ATTEMPTS", "3")])?;
     /// let mut schedule = cfg.backoff();
     /// let first = schedule.next_delay(1, None).unwrap();
     /// assert!(first >= Duration::from_millis(125) && first <= Duration::from_millis(250));
@@ -263,8 +263,8 @@ impl ConnectionConfig {
     /// # Ok::<(), connection_core::ConfigError>(())
     /// ```
     pub fn backoff(&self) -> crate::ExponentialBackoff {
-        let b = crate::ExponentialBackoff::new(self.retry_initial_delay, self.retry_max_delay);
-        match self.retry_max_attempts {
+        let b = crate::ExponentialBackoff::new(self.reconnect_initial_delay, self.reconnect_max_delay);
+        match self.reconnect_max_attempts {
             Some(n) => b.max_attempts(n),
             None => b,
         }
@@ -293,26 +293,26 @@ impl ConnectionConfig {
                 "limit on one probe, ms",
             ),
             EnvVar::new(
-                "CONNECTION_SHUTDOWN_TIMEOUT_MS",
-                "shutdown_timeout",
+                "CONNECTION_CLOSE_TIMEOUT_MS",
+                "close_timeout",
                 "5000",
                 "limit on a graceful close, ms",
             ),
             EnvVar::new(
-                "CONNECTION_RETRY_MAX_ATTEMPTS",
-                "retry_max_attempts",
+                "CONNECTION_RECONNECT_MAX_ATTEMPTS",
+                "reconnect_max_attempts",
                 "null",
                 "reconnect attempts before giving up (null = unlimited)",
             ),
             EnvVar::new(
-                "CONNECTION_RETRY_INITIAL_DELAY_MS",
-                "retry_initial_delay",
+                "CONNECTION_RECONNECT_INITIAL_DELAY_MS",
+                "reconnect_initial_delay",
                 "250",
                 "first reconnect delay, ms (doubling, equal jitter)",
             ),
             EnvVar::new(
-                "CONNECTION_RETRY_MAX_DELAY_MS",
-                "retry_max_delay",
+                "CONNECTION_RECONNECT_MAX_DELAY_MS",
+                "reconnect_max_delay",
                 "30000",
                 "ceiling on reconnect delays, ms",
             ),
@@ -369,21 +369,21 @@ impl ConnectionConfigBuilder {
     }
 
     /// How long a graceful shutdown may take.
-    pub fn shutdown_timeout(mut self, d: Duration) -> Self {
-        self.config.shutdown_timeout = d;
+    pub fn close_timeout(mut self, d: Duration) -> Self {
+        self.config.close_timeout = d;
         self
     }
 
     /// Reconnect attempts before giving up.
-    pub fn retry_max_attempts(mut self, n: u32) -> Self {
-        self.config.retry_max_attempts = Some(n);
+    pub fn reconnect_max_attempts(mut self, n: u32) -> Self {
+        self.config.reconnect_max_attempts = Some(n);
         self
     }
 
     /// First and largest reconnect delay.
-    pub fn retry_delays(mut self, initial: Duration, max: Duration) -> Self {
-        self.config.retry_initial_delay = initial;
-        self.config.retry_max_delay = max;
+    pub fn reconnect_delays(mut self, initial: Duration, max: Duration) -> Self {
+        self.config.reconnect_initial_delay = initial;
+        self.config.reconnect_max_delay = max;
         self
     }
 
@@ -401,10 +401,10 @@ struct RawConfig {
     connect_timeout_ms: Option<u64>,
     keepalive_interval_ms: Option<u64>,
     probe_timeout_ms: Option<u64>,
-    shutdown_timeout_ms: Option<u64>,
-    retry_max_attempts: Option<u32>,
-    retry_initial_delay_ms: Option<u64>,
-    retry_max_delay_ms: Option<u64>,
+    close_timeout_ms: Option<u64>,
+    reconnect_max_attempts: Option<u32>,
+    reconnect_initial_delay_ms: Option<u64>,
+    reconnect_max_delay_ms: Option<u64>,
 }
 
 impl TryFrom<RawConfig> for ConnectionConfig {
@@ -421,10 +421,10 @@ impl TryFrom<RawConfig> for ConnectionConfig {
                 None => d.keepalive_interval,
             },
             probe_timeout: or(raw.probe_timeout_ms, d.probe_timeout),
-            shutdown_timeout: or(raw.shutdown_timeout_ms, d.shutdown_timeout),
-            retry_max_attempts: raw.retry_max_attempts.or(d.retry_max_attempts),
-            retry_initial_delay: or(raw.retry_initial_delay_ms, d.retry_initial_delay),
-            retry_max_delay: or(raw.retry_max_delay_ms, d.retry_max_delay),
+            close_timeout: or(raw.close_timeout_ms, d.close_timeout),
+            reconnect_max_attempts: raw.reconnect_max_attempts.or(d.reconnect_max_attempts),
+            reconnect_initial_delay: or(raw.reconnect_initial_delay_ms, d.reconnect_initial_delay),
+            reconnect_max_delay: or(raw.reconnect_max_delay_ms, d.reconnect_max_delay),
         };
         config.validate()?;
         Ok(config)
@@ -443,8 +443,8 @@ mod tests {
                 "connect_timeout",
             ),
             (
-                ConnectionConfig::builder().shutdown_timeout(Duration::ZERO),
-                "shutdown_timeout",
+                ConnectionConfig::builder().close_timeout(Duration::ZERO),
+                "close_timeout",
             ),
             (
                 ConnectionConfig::builder().keepalive(Duration::ZERO, Duration::from_secs(1)),
@@ -461,12 +461,12 @@ mod tests {
             ),
             (
                 ConnectionConfig::builder()
-                    .retry_delays(Duration::from_secs(2), Duration::from_secs(1)),
-                "retry_max_delay",
+                    .reconnect_delays(Duration::from_secs(2), Duration::from_secs(1)),
+                "reconnect_max_delay",
             ),
             (
-                ConnectionConfig::builder().retry_max_attempts(0),
-                "retry_max_attempts",
+                ConnectionConfig::builder().reconnect_max_attempts(0),
+                "reconnect_max_attempts",
             ),
         ];
         for (builder, field) in cases {
@@ -483,17 +483,17 @@ mod tests {
             ("CONNECTION_CONNECT_TIMEOUT_MS", "1500"),
             ("CONNECTION_KEEPALIVE_INTERVAL_MS", "20000"),
             ("CONNECTION_PROBE_TIMEOUT_MS", "2000"),
-            ("CONNECTION_RETRY_MAX_ATTEMPTS", "7"),
-            ("CONNECTION_RETRY_INITIAL_DELAY_MS", "50"),
-            ("CONNECTION_RETRY_MAX_DELAY_MS", "60000"),
+            ("CONNECTION_RECONNECT_MAX_ATTEMPTS", "7"),
+            ("CONNECTION_RECONNECT_INITIAL_DELAY_MS", "50"),
+            ("CONNECTION_RECONNECT_MAX_DELAY_MS", "60000"),
             ("CONNECTION_POOL_MAX_SIZE", "left to the pool"),
             ("PATH", "/bin"),
         ])
         .unwrap();
         assert_eq!(cfg.connect_timeout, Duration::from_millis(1500));
         assert_eq!(cfg.keepalive_interval, Some(Duration::from_secs(20)));
-        assert_eq!(cfg.retry_max_attempts, Some(7));
-        assert_eq!(cfg.retry_max_delay, Duration::from_secs(60));
+        assert_eq!(cfg.reconnect_max_attempts, Some(7));
+        assert_eq!(cfg.reconnect_max_delay, Duration::from_secs(60));
 
         let err =
             ConnectionConfig::from_vars([("CONNECTION_CONNECT_TIMEOUT_MS", "soon")]).unwrap_err();
@@ -510,16 +510,16 @@ mod tests {
         let err = ConnectionConfig::from_vars([("CONNECTION_TIMOUT_MS", "1")]).unwrap_err();
         assert_eq!(err.variable(), Some("CONNECTION_TIMOUT_MS"));
         let year_and_a_day = (366 * 24 * 3600 * 1000u64).to_string();
-        let err = ConnectionConfig::from_vars([("CONNECTION_RETRY_MAX_DELAY_MS", year_and_a_day)])
+        let err = ConnectionConfig::from_vars([("CONNECTION_RECONNECT_MAX_DELAY_MS", year_and_a_day)])
             .unwrap_err();
-        assert_eq!(err.variable(), Some("CONNECTION_RETRY_MAX_DELAY_MS"));
+        assert_eq!(err.variable(), Some("CONNECTION_RECONNECT_MAX_DELAY_MS"));
         assert_eq!(
             ConnectionConfig::from_vars(Vec::<(String, String)>::new()).unwrap(),
             ConnectionConfig::default()
         );
         let err =
-            ConnectionConfig::from_vars([("CONNECTION_RETRY_MAX_DELAY_MS", "10")]).unwrap_err();
-        assert_eq!(err.field(), "retry_max_delay");
+            ConnectionConfig::from_vars([("CONNECTION_RECONNECT_MAX_DELAY_MS", "10")]).unwrap_err();
+        assert_eq!(err.field(), "reconnect_max_delay");
         let off = ConnectionConfig::from_vars([("CONNECTION_KEEPALIVE_INTERVAL_MS", "0")]).unwrap();
         assert_eq!(off.keepalive_interval, None);
     }
@@ -527,10 +527,10 @@ mod tests {
     #[test]
     fn serde_uses_milliseconds_and_validates() {
         let cfg: ConnectionConfig =
-            serde_json::from_str(r#"{"connect_timeout_ms": 250, "retry_max_attempts": 3}"#)
+            serde_json::from_str(r#"{"connect_timeout_ms": 250, "reconnect_max_attempts": 3}"#)
                 .unwrap();
         assert_eq!(cfg.connect_timeout, Duration::from_millis(250));
-        assert_eq!(cfg.retry_max_attempts, Some(3));
+        assert_eq!(cfg.reconnect_max_attempts, Some(3));
         assert_eq!(cfg.probe_timeout, ConnectionConfig::default().probe_timeout);
         let err =
             serde_json::from_str::<ConnectionConfig>(r#"{"connect_timeout_ms": 0}"#).unwrap_err();

@@ -236,7 +236,7 @@ impl<T: Transport, B: Backoff> Supervisor<T, B> {
     pub fn config(mut self, config: &ConnectionConfig) -> Self {
         self.connect_timeout = Some(config.connect_timeout);
         self.keepalive = config.keepalive_interval.map(|i| (i, config.probe_timeout));
-        self.close_timeout = config.shutdown_timeout;
+        self.close_timeout = config.close_timeout;
         self
     }
 

@@ -17,8 +17,8 @@ pub(crate) type BackoffFactory = Arc<dyn Fn() -> Box<dyn Backoff> + Send + Sync>
 /// [`Supervisor`](connection_core::Supervisor).
 ///
 /// Serde form (every field optional, durations in milliseconds):
-/// `{"connect_timeout_ms": 10000, "keepalive_interval_ms": null, "keepalive_timeout_ms":
-/// 5000, "close_timeout_ms": 5000, "reconnect_delay_ms": null, "max_reconnect_attempts":
+/// `{"connect_timeout_ms": 10000, "keepalive_interval_ms": null, "probe_timeout_ms":
+/// 5000, "close_timeout_ms": 5000, "reconnect_delay_ms": null, "reconnect_max_attempts":
 /// null}`. Without a `reconnect_delay` the connection reconnects with jittered
 /// exponential backoff ([`ExponentialBackoff::default`]), so many connections that lose
 /// one server together do not come back in lockstep. A custom backoff strategy (such
@@ -49,13 +49,13 @@ pub struct ConnectionOptions {
     connect_timeout: Option<Duration>,
     #[serde(rename = "keepalive_interval_ms", with = "opt_ms")]
     keepalive_interval: Option<Duration>,
-    #[serde(rename = "keepalive_timeout_ms", with = "ms")]
-    keepalive_timeout: Duration,
+    #[serde(rename = "probe_timeout_ms", with = "ms")]
+    probe_timeout: Duration,
     #[serde(rename = "close_timeout_ms", with = "ms")]
     close_timeout: Duration,
     #[serde(rename = "reconnect_delay_ms", with = "opt_ms")]
     reconnect_delay: Option<Duration>,
-    max_reconnect_attempts: Option<u32>,
+    reconnect_max_attempts: Option<u32>,
     #[serde(skip)]
     backoff: Option<BackoffFactory>,
 }
@@ -68,10 +68,10 @@ impl Default for ConnectionOptions {
         Self {
             connect_timeout: Some(Duration::from_secs(10)),
             keepalive_interval: None,
-            keepalive_timeout: Duration::from_secs(5),
+            probe_timeout: Duration::from_secs(5),
             close_timeout: Duration::from_secs(5),
             reconnect_delay: None,
-            max_reconnect_attempts: None,
+            reconnect_max_attempts: None,
             backoff: None,
         }
     }
@@ -87,16 +87,16 @@ impl ConnectionOptions {
 
     /// The lifecycle and retry settings of a [`ConnectionConfig`] (already validated):
     /// its reconnect schedule is [`ConnectionConfig::backoff`], the same jittered
-    /// exponential schedule the `CONNECTION_RETRY_*` variables mean everywhere.
+    /// exponential schedule the `CONNECTION_RECONNECT_*` variables mean everywhere.
     pub fn from_config(config: &ConnectionConfig) -> Self {
         let schedule = config.clone();
         Self {
             connect_timeout: Some(config.connect_timeout),
             keepalive_interval: config.keepalive_interval,
-            keepalive_timeout: config.probe_timeout,
-            close_timeout: config.shutdown_timeout,
+            probe_timeout: config.probe_timeout,
+            close_timeout: config.close_timeout,
             reconnect_delay: None,
-            max_reconnect_attempts: config.retry_max_attempts,
+            reconnect_max_attempts: config.reconnect_max_attempts,
             // A fresh schedule (and jitter seed) for every supervisor, so a fleet disperses.
             backoff: Some(Arc::new(move || {
                 Box::new(schedule.backoff()) as Box<dyn Backoff>
@@ -112,7 +112,7 @@ impl ConnectionOptions {
     /// The supervisor's own keepalive: interval and probe timeout, if enabled.
     pub fn keepalive(&self) -> Option<(Duration, Duration)> {
         self.keepalive_interval
-            .map(|interval| (interval, self.keepalive_timeout))
+            .map(|interval| (interval, self.probe_timeout))
     }
 
     /// Bound on a graceful close.
@@ -129,7 +129,7 @@ impl ConnectionOptions {
         }
         if let Some(i) = self.keepalive_interval {
             require_nonzero("keepalive_interval", i)?;
-            require_nonzero("keepalive_timeout", self.keepalive_timeout)?;
+            require_nonzero("probe_timeout", self.probe_timeout)?;
         }
         require_nonzero("close_timeout", self.close_timeout)?;
         if self.backoff.is_none()
@@ -143,7 +143,7 @@ impl ConnectionOptions {
     pub(crate) fn make_backoff(&self) -> Box<dyn Backoff> {
         match &self.backoff {
             Some(make) => make(),
-            None => match (self.reconnect_delay, self.max_reconnect_attempts) {
+            None => match (self.reconnect_delay, self.reconnect_max_attempts) {
                 (Some(delay), Some(n)) => Box::new(ConstantBackoff::new(delay).max_attempts(n)),
                 (Some(delay), None) => Box::new(ConstantBackoff::new(delay)),
                 (None, Some(n)) => Box::new(ExponentialBackoff::default().max_attempts(n)),
@@ -158,10 +158,10 @@ impl fmt::Debug for ConnectionOptions {
         f.debug_struct("ConnectionOptions")
             .field("connect_timeout", &self.connect_timeout)
             .field("keepalive_interval", &self.keepalive_interval)
-            .field("keepalive_timeout", &self.keepalive_timeout)
+            .field("probe_timeout", &self.probe_timeout)
             .field("close_timeout", &self.close_timeout)
             .field("reconnect_delay", &self.reconnect_delay)
-            .field("max_reconnect_attempts", &self.max_reconnect_attempts)
+            .field("reconnect_max_attempts", &self.reconnect_max_attempts)
             .field("custom_backoff", &self.backoff.is_some())
             .finish()
     }
@@ -193,7 +193,7 @@ impl ConnectionOptionsBuilder {
     /// probes and rates instead, without reconnecting.
     pub fn keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
         self.options.keepalive_interval = Some(interval);
-        self.options.keepalive_timeout = timeout;
+        self.options.probe_timeout = timeout;
         self
     }
 
@@ -214,8 +214,8 @@ impl ConnectionOptionsBuilder {
 
     /// Give up (state `Failed`) after `n` reconnect attempts in a row, when no
     /// [`backoff`](Self::backoff) is set. Unlimited by default.
-    pub fn max_reconnect_attempts(mut self, n: u32) -> Self {
-        self.options.max_reconnect_attempts = Some(n);
+    pub fn reconnect_max_attempts(mut self, n: u32) -> Self {
+        self.options.reconnect_max_attempts = Some(n);
         self
     }
 
@@ -278,14 +278,14 @@ mod tests {
     fn serde_round_trip_and_validation() {
         let opts = ConnectionOptions::builder()
             .keepalive(Duration::from_secs(3), Duration::from_secs(1))
-            .max_reconnect_attempts(4)
+            .reconnect_max_attempts(4)
             .build()
             .unwrap();
         let json = serde_json::to_string(&opts).unwrap();
         assert!(json.contains("\"keepalive_interval_ms\":3000"), "{json}");
         let back: ConnectionOptions = serde_json::from_str(&json).unwrap();
         assert_eq!(back.keepalive(), opts.keepalive());
-        assert_eq!(back.max_reconnect_attempts, Some(4));
+        assert_eq!(back.reconnect_max_attempts, Some(4));
 
         let bad: ConnectionOptions =
             serde_json::from_str(r#"{"keepalive_interval_ms": 0}"#).unwrap();
@@ -297,7 +297,7 @@ mod tests {
     fn default_backoff_honours_attempts() {
         let opts = ConnectionOptions::builder()
             .reconnect_delay(Duration::from_millis(7))
-            .max_reconnect_attempts(1)
+            .reconnect_max_attempts(1)
             .build()
             .unwrap();
         let mut b = opts.make_backoff();

@@ -508,7 +508,7 @@ mod tests {
             ("CONNECTION_POOL_LIFETIME_JITTER", "0.1"),
             ("CONNECTION_POOL_QUEUE_ORDER", "fifo"),
             ("CONNECTION_POOL_CANCELLED_VALIDATION", "return"),
-            ("CONNECTION_RETRY_MAX_ATTEMPTS", "3"),
+            ("CONNECTION_RECONNECT_MAX_ATTEMPTS", "3"),
         ])
         .unwrap();
         assert_eq!((cfg.max_size, cfg.min_idle), (8, 2));

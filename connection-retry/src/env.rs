@@ -6,7 +6,7 @@
 //! a config file ([`connection_core::env`] has the rules; each config's `ENV` table lists
 //! its variables with their defaults). `CONNECTION_BACKOFF_*` is the schedule of request
 //! retries ([`RetryPolicy`](crate::RetryPolicy)); the reconnect schedule of a connection is
-//! core's `CONNECTION_RETRY_*` ([`connection_core::ConnectionConfig::backoff`]).
+//! core's `CONNECTION_RECONNECT_*` ([`connection_core::ConnectionConfig::backoff`]).
 //!
 //! | config | prefix |
 //! |---|---|
