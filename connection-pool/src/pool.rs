@@ -137,7 +137,11 @@ impl<T: Transport> Pool<T> {
             waiting => {
                 shared.counters.waited.fetch_add(1, Ordering::Relaxed);
                 let started = Instant::now();
-                let deadline = shared.config.wait_timeout.map(|d| started + d);
+                // Saturating: a wait of `Duration::MAX` means "as long as it takes".
+                let deadline = shared
+                    .config
+                    .wait_timeout
+                    .map(|d| connection_core::time::deadline(started, d));
                 let slot = match waiting {
                     Acquire::Queued(id, rx) => Shared::wait_handoff(shared, id, rx, deadline).await,
                     _ => Shared::wait_barging(shared, deadline, at).await,

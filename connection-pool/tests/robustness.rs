@@ -1,0 +1,132 @@
+//! Nothing the user configures or plugs in stalls the pool: durations too large to add
+//! to an instant, and a transport whose code panics inside the background maintainer.
+
+use std::time::Duration;
+
+use connection_core::{EventBus, EventFilter, EventKind, EventType};
+use connection_pool::{Pool, PoolConfig};
+use connection_testkit::events::next_matching;
+use connection_testkit::{PANIC_MESSAGE, Panicking, TcpEchoServer, TcpEchoTransport};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    tokio::time::timeout(WAIT, async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn huge_durations_neither_panic_nor_stall_checkouts() {
+    let server = TcpEchoServer::start().await.unwrap();
+    let cfg = PoolConfig::builder()
+        .max_size(1)
+        .min_idle(1)
+        .wait_timeout(Some(Duration::MAX))
+        .create_timeout(Duration::MAX)
+        .validate_timeout(Some(Duration::MAX))
+        .recycle_window(Duration::MAX)
+        .idle_timeout(Some(Duration::MAX))
+        .max_lifetime(Some(Duration::MAX))
+        .lifetime_jitter(0.5)
+        .keepalive_interval(Some(Duration::MAX))
+        .leak_threshold(Some(Duration::MAX))
+        .build()
+        .unwrap();
+    let pool = Pool::new(TcpEchoTransport::new(server.addr()).unwrap(), cfg).unwrap();
+    let mut first = pool.get().await.unwrap();
+    first.echo(b"one").await.unwrap();
+
+    // A second checkout waits (deadline "never") for the first to come back.
+    let waiter = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let mut c = pool.get().await.unwrap();
+            c.echo(b"two").await.unwrap();
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(pool.status().waiting, 1);
+    drop(first);
+    tokio::time::timeout(WAIT, waiter).await.unwrap().unwrap();
+
+    // An hour on, the maintainer is alive and nothing expired.
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    pool.get().await.unwrap().echo(b"three").await.unwrap();
+    let m = pool.metrics();
+    assert_eq!((m.created, m.maintainer_restarts), (1, 0), "{m:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connect_that_panics_in_the_maintainer_gives_its_slot_back() {
+    let server = TcpEchoServer::start().await.unwrap();
+    let transport = Panicking::new(TcpEchoTransport::new(server.addr()).unwrap());
+    transport.panic_on_connect(true);
+    let bus = EventBus::new(64);
+    let mut errors = bus.subscribe(EventFilter::all().types([EventType::Error]));
+    let pool = Pool::builder(transport.clone())
+        .configure(|c| {
+            c.max_size(1)
+                .min_idle(1)
+                .wait_timeout(Some(Duration::from_secs(5)))
+        })
+        .events(bus, "db")
+        .build()
+        .unwrap();
+
+    wait_until("the maintainer panicked", || {
+        pool.metrics().maintainer_restarts >= 1
+    })
+    .await;
+    let event = next_matching(&mut errors, |_| true).await;
+    let EventKind::Error { error } = &event.kind else {
+        unreachable!()
+    };
+    assert!(
+        error.to_string().contains(&format!(
+            "pool maintainer task ended: panicked: {PANIC_MESSAGE}"
+        )),
+        "{error}"
+    );
+    // The one slot is free again: a checkout gets it instead of waiting 5 s and failing.
+    assert_eq!(pool.status().size, 0);
+    transport.panic_on_connect(false);
+    let mut conn = pool.get().await.unwrap();
+    conn.get_mut().echo(b"hi").await.unwrap();
+    drop(conn);
+
+    // The maintainer goes on: it keeps min_idle again.
+    wait_until("min_idle is kept", || pool.status().idle == 1).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_that_panics_in_the_maintainer_discards_the_connection_and_goes_on() {
+    let server = TcpEchoServer::start().await.unwrap();
+    let transport = Panicking::new(TcpEchoTransport::new(server.addr()).unwrap());
+    let pool = Pool::builder(transport.clone())
+        .configure(|c| {
+            c.max_size(1)
+                .min_idle(1)
+                .keepalive_interval(Some(Duration::from_secs(1)))
+                .wait_timeout(Some(Duration::from_secs(5)))
+        })
+        .build()
+        .unwrap();
+    wait_until("min_idle is kept", || pool.status().idle == 1).await;
+
+    transport.panic_on_probe(true);
+    wait_until("the maintainer panicked", || {
+        pool.metrics().maintainer_restarts >= 1
+    })
+    .await;
+    transport.panic_on_probe(false);
+    assert!(pool.metrics().closed.broken >= 1, "{:?}", pool.metrics());
+    // The slot of the connection that was being probed came back.
+    let mut conn = pool.get().await.unwrap();
+    conn.get_mut().echo(b"hi").await.unwrap();
+    assert_eq!(pool.status().size, 1);
+}
