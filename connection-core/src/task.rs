@@ -27,7 +27,7 @@ use futures::FutureExt;
 use crate::error::Error;
 
 /// A background task ended unexpectedly: what task, and the panic message if it
-/// panicked. Found as the source of an [`Error::Other`](crate::Error::Other) (not
+/// panicked. Found as the source of an [`Error::Other`] (not
 /// retryable) in the state's cause, the error events and `last_error`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TaskEnded {
@@ -51,7 +51,7 @@ impl TaskEnded {
     }
 
     /// The `TaskEnded` behind `error`: its source, or that of the cause of an
-    /// [`Error::Unavailable`](crate::Error::Unavailable) or a timeout.
+    /// [`Error::Unavailable`] or a timeout.
     ///
     /// ```
     /// use connection_core::{Endpoint, Error, task::TaskEnded};

@@ -18,12 +18,14 @@ use futures::FutureExt;
 use support::{echo, next_matching, quick, wait_health, wait_state};
 
 fn report_failures(manager: &ConnectionManager, name: &str, n: usize) {
-    let ep = manager.status(name).unwrap().endpoint;
+    let ep = manager.status(name).expect("known connection").endpoint;
     for _ in 0..n {
         let error = Error::Closed {
             endpoint: ep.clone(),
         };
-        manager.report_failure(name, &error).unwrap();
+        manager
+            .report_failure(name, &error)
+            .expect("known connection");
     }
 }
 
@@ -84,7 +86,7 @@ fn switchable_check(mode: &Arc<AtomicU8>) -> HealthCheck {
             }
         })
         .build()
-        .unwrap()
+        .expect("valid check")
 }
 
 #[tokio::test(start_paused = true)]
