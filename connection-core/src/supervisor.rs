@@ -262,6 +262,13 @@ impl<T: Transport, B: Backoff> Supervisor<T, B> {
     /// outside a tokio runtime (field `runtime`).
     pub fn spawn(self) -> Result<Supervised<IoOf<T>>, Error> {
         self.validate()?;
+        self.start()
+    }
+
+    /// Starts the task without validating: the task itself must be safe for any setting
+    /// (validation refuses what makes no sense, not what would crash it), which the unit
+    /// tests check through here.
+    fn start(self) -> Result<Supervised<IoOf<T>>, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             ConfigError::new("runtime", "spawn must be called from a tokio runtime")
         })?;
@@ -1143,5 +1150,115 @@ impl<H: Clone + Send + Sync + 'static> Supervise for Supervised<H> {
 
     fn supervised(&self) -> Supervised<H> {
         self.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The task on settings validation refuses: it must neither panic nor stop reacting.
+    //! (The testkit's transports implement another build of this crate's traits, so
+    //! these tests bring a small loopback transport of their own.)
+
+    use super::*;
+    use crate::backoff::ConstantBackoff;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    struct Tcp(Endpoint);
+
+    struct TcpConn {
+        id: ConnectionId,
+        stream: TcpStream,
+    }
+
+    impl Transport for Tcp {
+        type Connection = TcpConn;
+
+        async fn connect(&self) -> Result<TcpConn, Error> {
+            let stream = TcpStream::connect(self.0.authority())
+                .await
+                .map_err(|e| Error::connect(&self.0, e))?;
+            Ok(TcpConn {
+                id: ConnectionId::next(),
+                stream,
+            })
+        }
+
+        fn endpoint(&self) -> &Endpoint {
+            &self.0
+        }
+    }
+
+    impl Connection for TcpConn {
+        type Io = ();
+
+        fn io(&self) {}
+
+        fn id(&self) -> ConnectionId {
+            self.id
+        }
+
+        fn state(&self) -> ConnectionState {
+            ConnectionState::Connected
+        }
+
+        async fn probe(&mut self) -> Result<Duration, Error> {
+            Ok(Duration::ZERO)
+        }
+
+        async fn closed(&mut self) -> DisconnectReason {
+            let mut buf = [0u8; 16];
+            loop {
+                match self.stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return DisconnectReason::PeerClosed,
+                    Ok(_) => {}
+                }
+            }
+        }
+
+        async fn close(&mut self) -> Result<(), Error> {
+            Ok(())
+        }
+    }
+
+    async fn wait(handle: &SupervisorHandle, state: ConnectionState) {
+        let mut rx = handle.watch_state();
+        tokio::time::timeout(Duration::from_secs(60), rx.wait_for(|s| *s == state))
+            .await
+            .unwrap_or_else(|_| panic!("never {state}, stuck in {}", handle.state()))
+            .expect("state channel");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keepalive_and_timeouts_of_duration_max_neither_panic_nor_stop_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let transport = Tcp(Endpoint::host_port("127.0.0.1", addr.port()).unwrap());
+        let supervisor = Supervisor::new(transport)
+            .backoff(ConstantBackoff::new(Duration::from_millis(100)))
+            .keepalive(Duration::MAX, Duration::MAX)
+            .connect_timeout(Duration::MAX)
+            .close_timeout(Duration::MAX)
+            .stable_after(Duration::MAX);
+        // Refused by validation since settings stop at a year; the task must cope anyway.
+        assert!(supervisor.validate().is_err());
+        let conn = supervisor.start().unwrap();
+        let (first, _) = listener.accept().await.unwrap();
+        wait(&conn, ConnectionState::Connected).await;
+
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert!(!conn.is_finished(), "the task died");
+        assert_eq!(conn.state(), ConnectionState::Connected);
+        conn.probe().await.unwrap();
+        conn.ready(Duration::MAX).await.unwrap();
+
+        // It still sees the peer go, and connects again.
+        drop(first);
+        wait(&conn, ConnectionState::Reconnecting).await;
+        let _second = listener.accept().await.unwrap();
+        wait(&conn, ConnectionState::Connected).await;
+        assert_eq!(conn.metrics().reconnects, 1);
+        conn.shutdown(Duration::MAX).await;
+        assert_eq!(conn.state(), ConnectionState::Closed);
     }
 }

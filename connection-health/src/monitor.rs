@@ -430,3 +430,68 @@ fn publish(w: &Watched, change: Change, bus: &EventBus) {
         listener.on_rating(&w.entry, to);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use connection_core::Supervisor;
+    use connection_testkit::{TcpEchoServer, TcpEchoTransport};
+
+    use super::*;
+    use crate::options::ConnectionOptions;
+
+    async fn wait_health(entry: &Entry, status: crate::HealthStatus) {
+        tokio::time::timeout(Duration::from_secs(60), async {
+            while entry.health() != status {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("never {status}, stuck at {}", entry.health()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_interval_of_duration_max_neither_panics_nor_stops_the_monitor() {
+        let server = TcpEchoServer::start().await.unwrap();
+        let bus = EventBus::new(64);
+        let conn = Supervisor::new(TcpEchoTransport::new(server.addr()).unwrap())
+            .events(bus.clone())
+            .spawn()
+            .unwrap();
+        let handle = conn.handle().clone();
+        let entry = Arc::new(Entry::attached(
+            "db".into(),
+            conn,
+            &ConnectionOptions::default(),
+            &bus,
+        ));
+        // Refused by validation since settings stop at a year; the monitor must cope.
+        let builder = HealthCheck::builder()
+            .interval(Duration::MAX)
+            .timeout(Duration::MAX)
+            .failure_threshold(5);
+        assert!(builder.clone().build().is_err());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let restarts = Arc::new(AtomicU64::new(0));
+        let monitor = tokio::spawn(run(rx, builder.build_unchecked(), bus, restarts.clone()));
+        tx.send(Cmd::Watch {
+            entry: entry.clone(),
+            generation: 1,
+            handle,
+        })
+        .unwrap();
+
+        // The first probe passes at once; the next is due "never" (an overflow before).
+        wait_health(&entry, crate::HealthStatus::Healthy).await;
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert!(!monitor.is_finished());
+        // It still rates: five failures make the connection Unhealthy, four do not.
+        for _ in 0..4 {
+            tx.send(Cmd::Failure { key: entry.key }).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(entry.health(), crate::HealthStatus::Healthy);
+        tx.send(Cmd::Failure { key: entry.key }).unwrap();
+        wait_health(&entry, crate::HealthStatus::Unhealthy).await;
+        assert_eq!(restarts.load(Ordering::Acquire), 0);
+    }
+}

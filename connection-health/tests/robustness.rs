@@ -1,6 +1,6 @@
-//! Nothing the user configures or plugs in stops the manager's background work:
-//! durations too large to add to an instant, a health check that panics, a panic in the
-//! monitor's loop itself, a supervisor whose task died.
+//! Nothing the user configures or plugs in stops the manager's background work: the
+//! longest durations, a health check that panics, a panic in the monitor's loop itself,
+//! a supervisor whose task died.
 
 mod support;
 
@@ -11,9 +11,10 @@ use std::time::Duration;
 use connection_core::task::TaskEnded;
 use connection_core::{
     ConnectionState, ConstantBackoff, Error, EventFilter, EventKind, EventType, HealthStatus,
+    MAX_DURATION,
 };
 use connection_health::{ConnectionManager, ConnectionOptions, HealthCheck, MonitorRestarted};
-use connection_testkit::{PANIC_MESSAGE, Panicking, TcpEchoServer};
+use connection_testkit::{EchoClient, PANIC_MESSAGE, Panicking, TcpEchoServer};
 use futures::FutureExt;
 use support::{echo, next_matching, quick, wait_health, wait_state};
 
@@ -30,14 +31,16 @@ fn report_failures(manager: &ConnectionManager, name: &str, n: usize) {
 }
 
 #[tokio::test(start_paused = true)]
-async fn huge_durations_neither_panic_nor_stop_the_monitor() {
+async fn the_longest_durations_neither_panic_nor_stop_the_monitor() {
+    // Settings stop at MAX_DURATION (validation); waits given per call have no bound.
+    // (Settings past it are tested on the monitor directly: `monitor::tests`.)
     let server = TcpEchoServer::start().await.unwrap();
     let manager = ConnectionManager::builder()
-        .connect_deadline(Duration::MAX)
+        .connect_deadline(MAX_DURATION)
         .health_check(
             HealthCheck::builder()
-                .interval(Duration::MAX)
-                .timeout(Duration::MAX)
+                .interval(MAX_DURATION)
+                .timeout(MAX_DURATION)
                 .failure_threshold(5)
                 .build()
                 .unwrap(),
@@ -45,17 +48,30 @@ async fn huge_durations_neither_panic_nor_stop_the_monitor() {
         .build()
         .unwrap();
     let options = ConnectionOptions::builder()
-        .connect_timeout(Duration::MAX)
-        .keepalive(Duration::MAX, Duration::MAX)
-        .close_timeout(Duration::MAX)
+        .connect_timeout(MAX_DURATION)
+        .keepalive(MAX_DURATION, MAX_DURATION)
+        .close_timeout(MAX_DURATION)
         .reconnect_delay(Duration::from_millis(100))
         .build()
         .unwrap();
     manager.add("db", echo(server.addr()), options).unwrap();
+    let group = manager
+        .failover_group("svc")
+        .route("db", 0)
+        .build()
+        .unwrap();
     let report = manager.connect_all().await;
     assert!(report.all_connected(), "{report:?}");
-    // The first probe passes at once; the next one is due "never" (an overflow before).
     wait_health(&manager, "db", HealthStatus::Healthy).await;
+    // A wait of "never" for a route (an overflow before).
+    let (route, io) = group
+        .link::<EchoClient>()
+        .unwrap()
+        .ready(Duration::MAX)
+        .await
+        .unwrap();
+    assert_eq!(&*route, "db");
+    io.echo(b"hi").await.unwrap();
     tokio::time::sleep(Duration::from_secs(3600)).await;
     assert_eq!(manager.health("db").unwrap(), HealthStatus::Healthy);
 

@@ -1,11 +1,11 @@
-//! Secrets in a URL never reach an error, and durations too large to add to an instant
-//! ("never") neither panic nor stop the client.
+//! Secrets in a URL never reach an error, and the longest durations neither panic nor
+//! stop the client.
 
 mod support;
 
 use std::time::Duration;
 
-use connection_core::{ConnectionState, ConstantBackoff, EventFilter, EventType};
+use connection_core::{ConnectionState, ConstantBackoff, EventFilter, EventType, MAX_DURATION};
 use connection_testkit::events::next_matching;
 use connection_transport_ws::{Message, WsClient, WsConfig, WsTransport};
 use support::{Options, WsServer, echo};
@@ -69,14 +69,16 @@ fn a_url_that_does_not_parse_does_not_leak_either() {
 }
 
 #[tokio::test]
-async fn duration_max_settings_neither_panic_nor_stop_the_client() {
+async fn the_longest_durations_neither_panic_nor_stop_the_client() {
+    // Settings stop at MAX_DURATION (validation); a close deadline has no bound. (The
+    // supervisor's keepalive past it is tested in connection-core's unit tests.)
     let mut server = WsServer::start(Options::default(), echo).await;
     let mut client = WsClient::builder(server.url())
         .configure(|c| {
-            c.ping_interval(Duration::MAX)
-                .pong_timeout(Duration::MAX)
-                .connect_timeout(Duration::MAX)
-                .close_timeout(Duration::MAX)
+            c.ping_interval(MAX_DURATION)
+                .pong_timeout(MAX_DURATION)
+                .connect_timeout(MAX_DURATION)
+                .close_timeout(MAX_DURATION)
         })
         .backoff(ConstantBackoff::new(Duration::from_millis(20)))
         .spawn()
