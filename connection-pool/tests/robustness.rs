@@ -35,7 +35,7 @@ async fn a_connect_that_panics_in_the_maintainer_gives_its_slot_back() {
                 .wait_timeout(Some(Duration::from_secs(5)))
         })
         .events(bus, "db")
-        .build()
+        .spawn()
         .unwrap();
 
     wait_until("the maintainer panicked", || {
@@ -74,7 +74,7 @@ async fn a_probe_that_panics_in_the_maintainer_discards_the_connection_and_goes_
                 .keepalive_interval(Some(Duration::from_secs(1)))
                 .wait_timeout(Some(Duration::from_secs(5)))
         })
-        .build()
+        .spawn()
         .unwrap();
     wait_until("min_idle is kept", || pool.status().idle == 1).await;
 

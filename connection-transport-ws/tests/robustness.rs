@@ -50,7 +50,7 @@ async fn connect_and_handshake_errors_do_not_leak_url_secrets() {
     let client = WsClient::builder(secret_url(&server.addr().to_string()))
         .spawn()
         .unwrap();
-    let mut errors = client.events(EventFilter::all().types([EventType::Error]));
+    let mut errors = client.subscribe(EventFilter::all().types([EventType::Error]));
     let err = client.wait_ready().await.unwrap_err();
     assert_redacted(&format!("{err} {err:?}"));
     let event = next_matching(&mut errors, |_| true).await;
