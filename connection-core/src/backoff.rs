@@ -182,7 +182,8 @@ impl Backoff for ExponentialBackoff {
             .saturating_mul(1u32 << doublings.min(31))
             .min(self.max);
         let half = base / 2;
-        Some(half + half.mul_f64(self.unit()))
+        // Saturating: a `max` of `Duration::MAX` must not overflow by a rounding.
+        Some(half.saturating_add(half.mul_f64(self.unit())))
     }
 }
 

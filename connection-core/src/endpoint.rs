@@ -1,40 +1,18 @@
 //! Where a connection goes: [`Endpoint`].
 //!
 //! An endpoint is parsed once, up front, so a bad address is a configuration error at
-//! start-up rather than a connect failure at 3 a.m. Its `Debug` and `Display` forms are
-//! safe to log: credentials in the userinfo part and secret-looking query values are
-//! replaced by `***`. The unredacted URL is only reachable through [`Endpoint::url`], which
-//! transports call when they actually connect.
+//! start-up rather than a connect failure at 3 a.m. Its `Debug` and `Display` forms, its
+//! serialized form and every [`EndpointError`] are safe to log: the userinfo part, every
+//! query value (the keys stay, so `?token=***&v=***` still says what was passed) and the
+//! fragment are replaced by `***`, also in input that does not parse. The unredacted URL
+//! is only reachable through [`Endpoint::url`], which transports call when they actually
+//! connect.
 
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use url::Url;
-
-/// Query parameter names whose values are redacted (compared case-insensitively, and also
-/// as a suffix such as `x_api_key`).
-const SECRET_QUERY_KEYS: &[&str] = &[
-    "token",
-    "access_token",
-    "refresh_token",
-    "id_token",
-    "key",
-    "apikey",
-    "api_key",
-    "secret",
-    "client_secret",
-    "password",
-    "passwd",
-    "pwd",
-    "auth",
-    "authorization",
-    "signature",
-    "sig",
-    "session",
-    "credential",
-    "credentials",
-];
 
 /// URL schemes an endpoint accepts, with the default port and whether TLS is implied.
 const SCHEMES: &[(&str, Option<u16>, bool)] = &[
@@ -59,8 +37,8 @@ const SCHEMES: &[(&str, Option<u16>, bool)] = &[
 /// assert_eq!(ep.host(), "api.example.com");
 /// assert_eq!(ep.port(), 443);
 /// assert!(ep.tls());
-/// // Safe to log: the password and the token never appear.
-/// assert_eq!(ep.to_string(), "wss://user:***@api.example.com/feed?token=***&v=2");
+/// // Safe to log: the password and the query values never appear.
+/// assert_eq!(ep.to_string(), "wss://user:***@api.example.com/feed?token=***&v=***");
 ///
 /// let tcp = Endpoint::host_port("127.0.0.1", 7000)?.with_name("echo");
 /// assert_eq!(tcp.to_string(), "echo (127.0.0.1:7000)");
@@ -251,7 +229,8 @@ impl Endpoint {
         self.0.url.as_ref()
     }
 
-    /// The address with secrets replaced by `***`.
+    /// The address with the userinfo, the query values and the fragment replaced by
+    /// `***`.
     pub fn redacted(&self) -> &str {
         &self.0.display
     }
@@ -337,38 +316,75 @@ fn split_host_port(input: &str) -> Result<(&str, u16), EndpointError> {
     Ok((host, port))
 }
 
-fn is_secret_key(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    SECRET_QUERY_KEYS
-        .iter()
-        .any(|s| key == *s || key.ends_with(&format!("_{s}")) || key.ends_with(&format!("-{s}")))
+fn redact_url(url: &Url) -> String {
+    redact(url.as_str())
 }
 
-fn redact_url(url: &Url) -> String {
-    let mut out = url.clone();
-    if !url.username().is_empty() || url.password().is_some() {
-        // Only fails for URLs that cannot have credentials, which never got here with some.
-        let _ = out.set_password(url.password().map(|_| "***"));
-        if url.password().is_none() {
-            let _ = out.set_username("***");
+/// Redacts an address given as text, whether or not it parses: the userinfo (all of it,
+/// or the password when a user name is given with one), every query value and the
+/// fragment become `***`. Works on the text alone, so a URL that `url` refuses (a bad
+/// port, say) is redacted the same way as one it accepts.
+fn redact(input: &str) -> String {
+    const HIDDEN: &str = "***";
+    let (rest, fragment) = match input.split_once('#') {
+        Some((rest, _)) => (rest, Some(HIDDEN)),
+        None => (input, None),
+    };
+    let (rest, query) = match rest.split_once('?') {
+        Some((rest, query)) => (rest, Some(query)),
+        None => (rest, None),
+    };
+    // The userinfo ends at the last `@` of the authority (before the path).
+    let (scheme, after_scheme) = match rest.split_once("://") {
+        Some((scheme, after)) => (Some(scheme), after),
+        None => (None, rest),
+    };
+    let authority_end = after_scheme.find('/').unwrap_or(after_scheme.len());
+    let (authority, path) = after_scheme.split_at(authority_end);
+    let mut out = String::with_capacity(input.len());
+    if let Some(scheme) = scheme {
+        out.push_str(scheme);
+        out.push_str("://");
+    }
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            match userinfo.split_once(':') {
+                Some((user, _)) if !user.is_empty() => {
+                    out.push_str(user);
+                    out.push(':');
+                    out.push_str(HIDDEN);
+                }
+                _ => out.push_str(HIDDEN),
+            }
+            out.push('@');
+            out.push_str(host);
+        }
+        None => out.push_str(authority),
+    }
+    out.push_str(path);
+    if let Some(query) = query {
+        out.push('?');
+        for (i, pair) in query.split('&').enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            match pair.split_once('=') {
+                Some((key, _)) => {
+                    out.push_str(key);
+                    out.push('=');
+                    out.push_str(HIDDEN);
+                }
+                // A bare item may be a secret itself (`?sk_live_...`).
+                None if !pair.is_empty() => out.push_str(HIDDEN),
+                None => {}
+            }
         }
     }
-    if url.query().is_some() {
-        let pairs: Vec<(String, String)> = url
-            .query_pairs()
-            .map(|(k, v)| {
-                let v = if is_secret_key(&k) {
-                    "***".to_owned()
-                } else {
-                    v.into_owned()
-                };
-                (k.into_owned(), v)
-            })
-            .collect();
-        out.query_pairs_mut().clear().extend_pairs(pairs);
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
     }
-    // `Url` percent-encodes the `*` we put in the password; show it plainly.
-    out.as_str().replace("%2A%2A%2A", "***")
+    out
 }
 
 /// Why an endpoint was refused.
@@ -421,23 +437,12 @@ pub struct EndpointError {
 
 impl EndpointError {
     fn new(input: &str, kind: EndpointErrorKind) -> Self {
-        // Without `://`, `user:pw@host` would parse as a URL with scheme `user`, so only
-        // inputs that look like URLs get URL redaction.
-        let url = if input.contains("://") {
-            Url::parse(input).ok()
-        } else {
-            None
-        };
-        let input = match url {
-            Some(url) => redact_url(&url),
-            // Not a URL: there is no userinfo or query to find, but an `@` still hints at
-            // credentials, so drop everything before it.
-            None => match input.rsplit_once('@') {
-                Some((_, host)) => format!("***@{host}"),
-                None => input.to_owned(),
-            },
-        };
-        Self { input, kind }
+        // Redacted as text: the input may be refused precisely because it does not parse,
+        // and its query and userinfo are secrets all the same.
+        Self {
+            input: redact(input),
+            kind,
+        }
     }
 
     /// What was wrong.
@@ -510,7 +515,7 @@ mod tests {
             assert!(!shown.contains(secret), "{secret} leaked in {shown}");
         }
         assert!(shown.contains("alice:***@"), "{shown}");
-        assert!(shown.contains("page=2"), "{shown}");
+        assert!(shown.contains("page=***"), "{shown}");
         // The real URL is still there for the transport.
         assert_eq!(e.url().unwrap().password(), Some("s3cret"));
         // Username-only userinfo is a token too (e.g. GitHub-style `token@host`).
@@ -527,6 +532,65 @@ mod tests {
         assert!(!err.to_string().contains("zz"), "{err}");
         let err = Endpoint::parse("bob:pw123@h.example").unwrap_err();
         assert!(!err.to_string().contains("pw123"), "{err}");
+    }
+
+    /// Every secret of these inputs, in a form that is refused for one reason or another.
+    const SECRETS: &[&str] = &["abc", "pw123", "k9", "frag-secret", "sk_live", "ghp_x"];
+
+    fn assert_redacted(shown: &str) {
+        for secret in SECRETS {
+            assert!(!shown.contains(secret), "{secret} leaked in {shown}");
+        }
+    }
+
+    #[test]
+    fn a_url_that_does_not_parse_is_redacted_too() {
+        // The issue's example: a port out of range, so `url` refuses it.
+        let err = Endpoint::parse("wss://127.0.0.1:99999/x?token=abc&api_key=k9").unwrap_err();
+        assert_eq!(err.kind(), &EndpointErrorKind::InvalidPort);
+        assert_eq!(err.input(), "wss://127.0.0.1:99999/x?token=***&api_key=***");
+        assert_eq!(
+            err.to_string(),
+            "invalid endpoint \"wss://127.0.0.1:99999/x?token=***&api_key=***\": \
+             port must be a number from 1 to 65535"
+        );
+        for input in [
+            "wss://bob:pw123@127.0.0.1:99999/x?token=abc#frag-secret",
+            "wss://ghp_x@127.0.0.1:99999/?sk_live&token=abc",
+            "ftp://bob:pw123@h.example/x?api_key=k9#frag-secret",
+            "https://bob:pw123@/x?token=abc",
+            "bob:pw123@h.example:99999?token=abc",
+            "h.example?token=abc",
+        ] {
+            let err = Endpoint::parse(input).unwrap_err();
+            assert_redacted(&format!("{err} {err:?}"));
+        }
+        let err =
+            Endpoint::parse("wss://bob:pw123@127.0.0.1:0/x?token=abc#frag-secret").unwrap_err();
+        assert_eq!(err.input(), "wss://bob:***@127.0.0.1:0/x?token=***#***");
+    }
+
+    #[test]
+    fn every_query_value_and_the_fragment_are_redacted() {
+        let e = Endpoint::parse("wss://h.example/x?token=abc&v=2&flag&sid=k9#frag-secret").unwrap();
+        assert_eq!(
+            e.redacted(),
+            "wss://h.example/x?token=***&v=***&***&sid=***#***"
+        );
+        assert_redacted(&format!("{e} {e:?} {}", serde_json::to_string(&e).unwrap()));
+        assert_eq!(e.url().unwrap().query(), Some("token=abc&v=2&flag&sid=k9"));
+    }
+
+    #[test]
+    fn serde_errors_do_not_leak_secrets() {
+        for input in [
+            "\"wss://bob:pw123@127.0.0.1:99999/x?token=abc&api_key=k9\"",
+            "\"ftp://h.example/?token=abc#frag-secret\"",
+        ] {
+            let err = serde_json::from_str::<Endpoint>(input).unwrap_err();
+            assert_redacted(&format!("{err} {err:?}"));
+            assert!(err.to_string().contains("token=***"), "{err}");
+        }
     }
 
     #[test]

@@ -59,6 +59,8 @@ mod link;
 pub mod metrics;
 mod state;
 mod supervisor;
+pub mod task;
+pub mod time;
 mod transport;
 
 pub use backoff::{Backoff, ConstantBackoff, ExponentialBackoff};

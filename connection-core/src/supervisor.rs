@@ -24,6 +24,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -40,6 +41,8 @@ use crate::id::ConnectionId;
 use crate::link::{Link, LinkSlot, Traffic};
 use crate::metrics::{ConnectionMetrics, MetricsSnapshot};
 use crate::state::ConnectionState;
+use crate::task::{TaskEnded, catch_panic};
+use crate::time;
 use crate::transport::{Connection, IoOf, Transport};
 
 /// Default bound on closing a connection the supervisor is done with.
@@ -259,6 +262,13 @@ impl<T: Transport, B: Backoff> Supervisor<T, B> {
     /// outside a tokio runtime (field `runtime`).
     pub fn spawn(self) -> Result<Supervised<IoOf<T>>, Error> {
         self.validate()?;
+        self.start()
+    }
+
+    /// Starts the task without validating: the task itself must be safe for any setting
+    /// (validation refuses what makes no sense, not what would crash it), which the unit
+    /// tests check through here.
+    fn start(self) -> Result<Supervised<IoOf<T>>, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             ConfigError::new("runtime", "spawn must be called from a tokio runtime")
         })?;
@@ -285,6 +295,7 @@ impl<T: Transport, B: Backoff> Supervisor<T, B> {
             last_disconnect: Mutex::new(None),
             link: Box::new(move |state, cause| publish_slot.set_state(state, cause)),
             traffic_failures: Arc::new(watch::channel(0).0),
+            ended: AtomicBool::new(false),
         });
         let (control, control_rx) = watch::channel(Control::default());
         let (probes, probes_rx) = mpsc::channel(PROBE_QUEUE);
@@ -302,7 +313,19 @@ impl<T: Transport, B: Backoff> Supervisor<T, B> {
             probes: probes_rx,
             slot,
         };
-        let join = runtime.spawn(task.run());
+        let watcher = shared.clone();
+        let control_seen = task.control.clone();
+        let join = runtime.spawn(async move {
+            // A panic in user code (a transport's connect, a connection's probe or close)
+            // must not leave the handle saying Connected over a dead task.
+            if let Err(payload) = catch_panic(task.run()).await {
+                let shutting_down = control_seen.borrow().shutdown;
+                watcher.task_ended(
+                    TaskEnded::panicked("supervisor", payload.as_ref()),
+                    shutting_down,
+                );
+            }
+        });
         let handle = SupervisorHandle {
             inner: Arc::new(HandleInner {
                 shared,
@@ -343,9 +366,50 @@ struct Shared {
     link: Box<dyn Fn(ConnectionState, Option<Arc<Error>>) + Send + Sync>,
     /// Bumped by [`Traffic::failure`]: failures seen on real traffic.
     traffic_failures: Arc<watch::Sender<u64>>,
+    /// Set when the task ended unexpectedly (a panic), before the state says so: from
+    /// then on nothing may announce a new attempt (`restart`), as nobody will make it.
+    ended: AtomicBool,
 }
 
 impl Shared {
+    /// The task died (a panic in user code): the connection it held is gone with it.
+    /// Failed, with `ended` as the cause the link, `last_error` and an Error event give;
+    /// Closed instead when a shutdown was under way anyway.
+    fn task_ended(&self, ended: TaskEnded, shutting_down: bool) {
+        self.ended.store(true, Ordering::Release);
+        let error = Arc::new(Error::other(&self.endpoint, ended, false));
+        tracing::error!(connection = %self.name, %error, "supervisor task ended");
+        self.metrics.inc_errors();
+        *self.last_error.lock() = Some(error.clone());
+        let state = *self.state.borrow();
+        if state.is_connected() {
+            self.metrics.mark_disconnected();
+            let reason = DisconnectReason::Error(error.clone());
+            *self.last_disconnect.lock() = Some(reason.clone());
+            self.publish(EventKind::Disconnected { reason });
+        }
+        self.publish(EventKind::Error {
+            error: error.clone(),
+        });
+        let to = if shutting_down {
+            ConnectionState::Closed
+        } else {
+            ConnectionState::Failed
+        };
+        if state == to {
+            // Already there (it died closing a connection it had given up on): the
+            // cause is news all the same.
+            (self.link)(to, Some(error));
+            return;
+        }
+        if state == ConnectionState::Disconnected && to == ConnectionState::Failed {
+            self.set_state(ConnectionState::Connecting);
+        }
+        if self.state.borrow().can_transition_to(to) {
+            self.set_state(to);
+        }
+    }
+
     fn publish(&self, kind: EventKind) {
         self.events
             .publish(Event::new(self.id, self.name.clone(), kind));
@@ -640,7 +704,11 @@ impl<T: Transport, B: Backoff> Task<T, B> {
     /// a restart.
     async fn watch(&mut self, conn: &mut T::Connection) -> DisconnectReason {
         let mut ticker = self.keepalive.map(|(interval, _)| {
-            let mut t = tokio::time::interval_at(Instant::now() + interval, interval);
+            // Saturating: `Duration::MAX` means "never", not a panic.
+            let mut t = tokio::time::interval_at(
+                time::deadline(Instant::now(), interval),
+                time::cap(interval),
+            );
             // After a slow probe, wait a full interval instead of probing in a burst.
             t.set_missed_tick_behavior(MissedTickBehavior::Delay);
             t
@@ -845,7 +913,8 @@ impl SupervisorHandle {
     }
 
     /// Drops the current connection (if any) and connects again at once; also leaves
-    /// [`Failed`](ConnectionState::Failed). No effect after shutdown.
+    /// [`Failed`](ConnectionState::Failed). No effect after shutdown, nor once the task
+    /// has ended ([`is_finished`](Self::is_finished)).
     pub fn restart(&self) {
         self.inner
             .control
@@ -904,13 +973,18 @@ impl SupervisorHandle {
         self.inner.shared.traffic_failures.subscribe()
     }
 
-    /// Whether the supervisor task has ended.
+    /// Whether the supervisor task has ended: shut down, or died (a panic in the
+    /// transport's code; the state is then [`Failed`](ConnectionState::Failed) with a
+    /// [`TaskEnded`] cause). An ended supervisor does not [`restart`](Self::restart):
+    /// start a new one.
     pub fn is_finished(&self) -> bool {
-        self.inner
-            .join
-            .lock()
-            .as_ref()
-            .is_none_or(JoinHandle::is_finished)
+        self.inner.shared.ended.load(Ordering::Acquire)
+            || self
+                .inner
+                .join
+                .lock()
+                .as_ref()
+                .is_none_or(JoinHandle::is_finished)
     }
 
     /// Stops the supervisor: closes the connection gracefully and waits up to `deadline`,
@@ -1076,5 +1150,115 @@ impl<H: Clone + Send + Sync + 'static> Supervise for Supervised<H> {
 
     fn supervised(&self) -> Supervised<H> {
         self.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The task on settings validation refuses: it must neither panic nor stop reacting.
+    //! (The testkit's transports implement another build of this crate's traits, so
+    //! these tests bring a small loopback transport of their own.)
+
+    use super::*;
+    use crate::backoff::ConstantBackoff;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    struct Tcp(Endpoint);
+
+    struct TcpConn {
+        id: ConnectionId,
+        stream: TcpStream,
+    }
+
+    impl Transport for Tcp {
+        type Connection = TcpConn;
+
+        async fn connect(&self) -> Result<TcpConn, Error> {
+            let stream = TcpStream::connect(self.0.authority())
+                .await
+                .map_err(|e| Error::connect(&self.0, e))?;
+            Ok(TcpConn {
+                id: ConnectionId::next(),
+                stream,
+            })
+        }
+
+        fn endpoint(&self) -> &Endpoint {
+            &self.0
+        }
+    }
+
+    impl Connection for TcpConn {
+        type Io = ();
+
+        fn io(&self) {}
+
+        fn id(&self) -> ConnectionId {
+            self.id
+        }
+
+        fn state(&self) -> ConnectionState {
+            ConnectionState::Connected
+        }
+
+        async fn probe(&mut self) -> Result<Duration, Error> {
+            Ok(Duration::ZERO)
+        }
+
+        async fn closed(&mut self) -> DisconnectReason {
+            let mut buf = [0u8; 16];
+            loop {
+                match self.stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return DisconnectReason::PeerClosed,
+                    Ok(_) => {}
+                }
+            }
+        }
+
+        async fn close(&mut self) -> Result<(), Error> {
+            Ok(())
+        }
+    }
+
+    async fn wait(handle: &SupervisorHandle, state: ConnectionState) {
+        let mut rx = handle.watch_state();
+        tokio::time::timeout(Duration::from_secs(60), rx.wait_for(|s| *s == state))
+            .await
+            .unwrap_or_else(|_| panic!("never {state}, stuck in {}", handle.state()))
+            .expect("state channel");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keepalive_and_timeouts_of_duration_max_neither_panic_nor_stop_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let transport = Tcp(Endpoint::host_port("127.0.0.1", addr.port()).unwrap());
+        let supervisor = Supervisor::new(transport)
+            .backoff(ConstantBackoff::new(Duration::from_millis(100)))
+            .keepalive(Duration::MAX, Duration::MAX)
+            .connect_timeout(Duration::MAX)
+            .close_timeout(Duration::MAX)
+            .stable_after(Duration::MAX);
+        // Refused by validation since settings stop at a year; the task must cope anyway.
+        assert!(supervisor.validate().is_err());
+        let conn = supervisor.start().unwrap();
+        let (first, _) = listener.accept().await.unwrap();
+        wait(&conn, ConnectionState::Connected).await;
+
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert!(!conn.is_finished(), "the task died");
+        assert_eq!(conn.state(), ConnectionState::Connected);
+        conn.probe().await.unwrap();
+        conn.ready(Duration::MAX).await.unwrap();
+
+        // It still sees the peer go, and connects again.
+        drop(first);
+        wait(&conn, ConnectionState::Reconnecting).await;
+        let _second = listener.accept().await.unwrap();
+        wait(&conn, ConnectionState::Connected).await;
+        assert_eq!(conn.metrics().reconnects, 1);
+        conn.shutdown(Duration::MAX).await;
+        assert_eq!(conn.state(), ConnectionState::Closed);
     }
 }

@@ -282,3 +282,12 @@ impl HealthCheckBuilder {
         Ok(self.check)
     }
 }
+
+#[cfg(test)]
+impl HealthCheckBuilder {
+    /// The settings as they are, unvalidated: for tests of the monitor on settings that
+    /// validation refuses (it must cope with any).
+    pub(crate) fn build_unchecked(self) -> HealthCheck {
+        self.check
+    }
+}

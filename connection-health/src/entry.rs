@@ -291,11 +291,14 @@ impl Entry {
     }
 
     /// Returns the live supervisor, spawning one when there is none or the last one was
-    /// shut down. An attached connection cannot be started again once closed.
+    /// shut down or died. An attached connection cannot be started again once closed.
     pub(crate) fn start(&self, bus: &EventBus) -> Result<Started, Error> {
         let mut slot = self.slot.lock();
+        // A supervisor whose task died (a panic in the transport) is Failed for good:
+        // start a new one, as for a closed one.
         if let Some(handle) = &slot.handle
             && handle.state() != ConnectionState::Closed
+            && !(handle.is_finished() && self.spawner.is_some())
         {
             return Ok(Started {
                 handle: handle.clone(),
@@ -328,6 +331,15 @@ impl Entry {
     }
 
     pub(crate) fn last_error(&self) -> Option<Arc<Error>> {
+        // A supervisor that died keeps why in its own last error: that is the news,
+        // not the connect error before it.
+        if let Some(handle) = self.handle()
+            && handle.is_finished()
+            && handle.state() == ConnectionState::Failed
+            && let Some(error) = handle.last_error()
+        {
+            return Some(error);
+        }
         self.last_error.lock().clone()
     }
 

@@ -6,6 +6,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use connection_core::task::TaskEnded;
+
 /// A failover group moved traffic from one route to another because the primary
 /// stopped being usable.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,6 +30,34 @@ pub struct PrimaryChanged {
     pub from: Option<Arc<str>>,
     /// The new primary.
     pub to: Arc<str>,
+}
+
+/// The manager's health monitor panicked (in a failover group's reaction, say) and was
+/// started again; ratings are kept, probes that were running are started over. Also
+/// counted in `Statistics::monitor_restarts`. Published under the monitor's own id,
+/// with the name `health-monitor`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MonitorRestarted {
+    /// What ended the run, with the panic message.
+    pub ended: TaskEnded,
+    /// Restarts so far, this one included.
+    pub restarts: u64,
+}
+
+impl MonitorRestarted {
+    /// The name filters select it by.
+    pub const NAME: &'static str = "monitor_restarted";
+}
+
+impl fmt::Display for MonitorRestarted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}; started again (restart {})",
+            self.ended, self.restarts
+        )
+    }
 }
 
 impl Failover {
@@ -65,3 +95,4 @@ impl fmt::Display for PrimaryChanged {
 
 connection_core::extension_event!(Failover, Warn);
 connection_core::extension_event!(PrimaryChanged, Info);
+connection_core::extension_event!(MonitorRestarted, Error);

@@ -84,7 +84,7 @@ pub use config::{
     ManagerConfigBuilder,
 };
 pub use error::HealthError;
-pub use events::{Failover, PrimaryChanged};
+pub use events::{Failover, MonitorRestarted, PrimaryChanged};
 pub use failover::{FailoverGroup, RouteStatus};
 pub use group_builder::FailoverGroupBuilder;
 pub use link::GroupLink;

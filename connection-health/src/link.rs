@@ -151,7 +151,7 @@ impl<H: Clone + Send + Sync + 'static> GroupLink<H> {
         avoid: Option<&str>,
         within: Duration,
     ) -> Result<(Arc<str>, H), HealthError> {
-        let deadline = Instant::now() + within;
+        let deadline = connection_core::time::deadline(Instant::now(), within);
         let mut primary = self.group.watch_primary();
         loop {
             let name = primary

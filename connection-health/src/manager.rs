@@ -3,12 +3,13 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use connection_core::{
     ConfigError, ConnectionState, Error, EventBus, EventFilter, EventStream, HealthStatus, IoOf,
     LatencyRecorder, Link, ShutdownOutcome, Supervise, Supervised, SupervisorHandle, Transport,
+    time,
 };
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -41,6 +42,8 @@ pub(crate) struct Shared {
     monitor_tx: mpsc::UnboundedSender<Cmd>,
     monitor: Mutex<MonitorTask>,
     monitor_started: AtomicBool,
+    /// Times the monitor's loop panicked and was started again.
+    monitor_restarts: Arc<AtomicU64>,
     closed: AtomicBool,
     /// Set by `disconnect_all`, cleared by the next connect: lazy failover groups do not
     /// start standbys for connections the user closed on purpose.
@@ -116,6 +119,7 @@ impl Shared {
                 rx,
                 self.config.health().clone(),
                 self.bus.clone(),
+                self.monitor_restarts.clone(),
             ));
             *task = MonitorTask::Running(join);
         }
@@ -268,6 +272,7 @@ impl ConnectionManager {
                 monitor_tx,
                 monitor: Mutex::new(MonitorTask::NotStarted(rx)),
                 monitor_started: AtomicBool::new(false),
+                monitor_restarts: Arc::default(),
                 closed: AtomicBool::new(false),
                 suspended: AtomicBool::new(false),
                 created: Instant::now(),
@@ -414,7 +419,8 @@ impl ConnectionManager {
     /// as connected; `Failed` ones are restarted.
     pub async fn connect_all(&self) -> ConnectReport {
         let started_at = Instant::now();
-        let deadline = started_at + self.inner.config.connect_deadline();
+        // Saturating: a deadline of `Duration::MAX` means "wait for every outcome".
+        let deadline = time::deadline(started_at, self.inner.config.connect_deadline());
         let limit = self.inner.config.connect_concurrency();
         let entries = self.inner.all();
         self.inner.resume();
@@ -609,6 +615,7 @@ impl ConnectionManager {
         let mut s = Statistics {
             connections: entries.len(),
             uptime: self.inner.created.elapsed(),
+            monitor_restarts: self.inner.monitor_restarts.load(Ordering::Acquire),
             ..Statistics::default()
         };
         // One histogram for all: percentiles over every sample, not a bound from the

@@ -15,13 +15,27 @@
 //! Every rating change is stored in the entry (read lock-free by the manager and the
 //! failover groups), published as `HealthChanged`, and handed to the entry's rating
 //! listeners (its failover groups) at once, in this task.
+//!
+//! Panics: a user's health check that panics (when called or when polled) counts as a
+//! failed probe with a [`TaskEnded`] error, published as the connection's Error event.
+//! Anything else that panics in the loop (a listener, a backoff factory called to start
+//! a standby) ends only the loop's current run: the ratings live outside it, the run
+//! starts again at once (after a second if the previous one also panicked), the
+//! restart is counted (`Statistics::monitor_restarts`) and published as a
+//! [`MonitorRestarted`] event.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use connection_core::{ConnectionState, Error, Event, EventBus, EventKind, SupervisorHandle};
+use connection_core::task::{TaskEnded, catch_panic};
+use connection_core::{
+    ConnectionId, ConnectionState, Endpoint, Error, Event, EventBus, EventKind, SupervisorHandle,
+    time,
+};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::sync::{mpsc, watch};
@@ -29,7 +43,12 @@ use tokio::time::Instant;
 
 use crate::check::{CheckFuture, HealthCheck};
 use crate::entry::Entry;
+use crate::events::MonitorRestarted;
 use crate::health::{Change, Tracker};
+
+/// Pause before running the loop again when its previous run also panicked, so a panic
+/// that recurs on every run cannot spin a core.
+const RESTART_PAUSE: Duration = Duration::from_secs(1);
 
 /// Requests to the monitor.
 pub(crate) enum Cmd {
@@ -96,17 +115,87 @@ async fn run_probe(
     generation: u64,
     probe: CheckFuture,
     limit: Duration,
+    endpoint: Endpoint,
 ) -> (u64, u64, ProbeResult) {
-    let result = match tokio::time::timeout(limit, probe).await {
-        Ok(Ok(rtt)) => ProbeResult::Passed(rtt),
-        Ok(Err(e)) => ProbeResult::Failed(e),
-        Err(_) => ProbeResult::TimedOut,
+    let result = match catch_panic(tokio::time::timeout(limit, probe)).await {
+        Ok(Ok(Ok(rtt))) => ProbeResult::Passed(rtt),
+        Ok(Ok(Err(e))) => ProbeResult::Failed(e),
+        Ok(Err(_)) => ProbeResult::TimedOut,
+        Err(payload) => ProbeResult::Failed(check_panicked(&endpoint, payload.as_ref())),
     };
     (key, generation, result)
 }
 
-pub(crate) async fn run(mut cmds: mpsc::UnboundedReceiver<Cmd>, cfg: HealthCheck, bus: EventBus) {
+fn check_panicked(endpoint: &Endpoint, payload: &(dyn std::any::Any + Send)) -> Error {
+    Error::other(
+        endpoint,
+        TaskEnded::panicked("health check", payload),
+        false,
+    )
+}
+
+/// Starts the user's check (or the supervisor's probe) on `w`. A check that panics when
+/// called fails like one that panics when polled.
+fn start_check(w: &Watched, cfg: &HealthCheck) -> CheckFuture {
+    match cfg.check_fn() {
+        Some(check) => match std::panic::catch_unwind(AssertUnwindSafe(|| check(&w.handle))) {
+            Ok(probe) => probe,
+            Err(payload) => {
+                let error = check_panicked(w.handle.endpoint(), payload.as_ref());
+                Box::pin(async move { Err(error) })
+            }
+        },
+        None => {
+            let handle = w.handle.clone();
+            Box::pin(async move { handle.probe().await })
+        }
+    }
+}
+
+/// Runs the monitor until every command sender is gone. The ratings (`watched`) are
+/// kept here, outside each run, so a run that panics loses only what was in flight.
+pub(crate) async fn run(
+    mut cmds: mpsc::UnboundedReceiver<Cmd>,
+    cfg: HealthCheck,
+    bus: EventBus,
+    restarts: Arc<AtomicU64>,
+) {
     let mut watched: HashMap<u64, Watched> = HashMap::new();
+    let id = ConnectionId::next();
+    let mut last_panic: Option<Instant> = None;
+    loop {
+        match catch_panic(run_once(&mut cmds, &mut watched, &cfg, &bus)).await {
+            Ok(()) => break,
+            Err(payload) => {
+                let ended = TaskEnded::panicked("health monitor", payload.as_ref());
+                let restarts = restarts.fetch_add(1, Ordering::AcqRel) + 1;
+                tracing::error!(%ended, restarts, "health monitor panicked; starting it again");
+                bus.publish(Event::new(
+                    id,
+                    "health-monitor".into(),
+                    MonitorRestarted { ended, restarts }.into(),
+                ));
+                // The probes that were running went with the run.
+                for w in watched.values_mut() {
+                    w.probing = false;
+                }
+                if last_panic.is_some_and(|at| at.elapsed() < RESTART_PAUSE) {
+                    tokio::time::sleep(RESTART_PAUSE).await;
+                }
+                last_panic = Some(Instant::now());
+            }
+        }
+    }
+    tracing::debug!(connections = watched.len(), "health monitor stopped");
+}
+
+/// One run of the monitor loop. Starts by watching again what an earlier run watched.
+async fn run_once(
+    cmds: &mut mpsc::UnboundedReceiver<Cmd>,
+    watched: &mut HashMap<u64, Watched>,
+    cfg: &HealthCheck,
+    bus: &EventBus,
+) {
     let mut states = FuturesUnordered::new();
     let mut failures = FuturesUnordered::new();
     let mut probes = FuturesUnordered::new();
@@ -115,6 +204,30 @@ pub(crate) async fn run(mut cmds: mpsc::UnboundedReceiver<Cmd>, cfg: HealthCheck
     let max_probes = cfg.max_concurrent_probes();
     let sleep = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(sleep);
+
+    let mut gone = Vec::new();
+    for (&key, w) in watched.iter_mut() {
+        let generation = w.generation;
+        let mut failures_rx = w.handle.watch_traffic_failures();
+        failures_rx.borrow_and_update();
+        failures.push(next_failure(key, generation, failures_rx));
+        let mut rx = w.handle.watch_state();
+        let state = *rx.borrow_and_update();
+        if state == ConnectionState::Connected && w.connected {
+            // Unchanged: not a drop, only the probe schedule to make again.
+            if cfg.interval().is_some() {
+                w.probe_seq += 1;
+                ready.push_back((key, w.probe_seq));
+            }
+        } else if on_state(w, state, cfg, bus, &mut ready) {
+            gone.push(key);
+            continue;
+        }
+        states.push(next_state(key, generation, rx));
+    }
+    for key in gone {
+        watched.remove(&key);
+    }
 
     loop {
         while probes.len() < max_probes
@@ -127,14 +240,9 @@ pub(crate) async fn run(mut cmds: mpsc::UnboundedReceiver<Cmd>, cfg: HealthCheck
                 continue;
             }
             w.probing = true;
-            let probe = match cfg.check_fn() {
-                Some(check) => check(&w.handle),
-                None => {
-                    let handle = w.handle.clone();
-                    Box::pin(async move { handle.probe().await })
-                }
-            };
-            probes.push(run_probe(key, w.generation, probe, cfg.timeout()));
+            let probe = start_check(w, cfg);
+            let endpoint = w.handle.endpoint().clone();
+            probes.push(run_probe(key, w.generation, probe, cfg.timeout(), endpoint));
         }
         if let Some(Reverse((at, _, _))) = due.peek() {
             sleep.as_mut().reset(*at);
@@ -148,7 +256,7 @@ pub(crate) async fn run(mut cmds: mpsc::UnboundedReceiver<Cmd>, cfg: HealthCheck
                 if w.generation != generation {
                     continue;
                 }
-                let closed = on_state(w, state, &cfg, &bus, &mut ready);
+                let closed = on_state(w, state, cfg, bus, &mut ready);
                 if closed {
                     watched.remove(&key);
                 } else {
@@ -156,7 +264,7 @@ pub(crate) async fn run(mut cmds: mpsc::UnboundedReceiver<Cmd>, cfg: HealthCheck
                 }
             }
             cmd = cmds.recv() => match cmd {
-                None => break,
+                None => return,
                 Some(Cmd::Watch { entry, generation, handle }) => {
                     let key = entry.key;
                     let mut failures_rx = handle.watch_traffic_failures();
@@ -174,7 +282,7 @@ pub(crate) async fn run(mut cmds: mpsc::UnboundedReceiver<Cmd>, cfg: HealthCheck
                         probing: false,
                         probe_seq: 0,
                     });
-                    if on_state(w, state, &cfg, &bus, &mut ready) {
+                    if on_state(w, state, cfg, bus, &mut ready) {
                         watched.remove(&key);
                     } else {
                         states.push(next_state(key, generation, rx));
@@ -182,14 +290,14 @@ pub(crate) async fn run(mut cmds: mpsc::UnboundedReceiver<Cmd>, cfg: HealthCheck
                 }
                 Some(Cmd::Failure { key }) => {
                     if let Some(w) = watched.get_mut(&key) {
-                        let change = w.tracker.failure(&cfg);
-                        publish(w, change, &bus);
+                        let change = w.tracker.failure(cfg);
+                        publish(w, change, bus);
                     }
                 }
                 Some(Cmd::Lost { key }) => {
                     if let Some(w) = watched.get_mut(&key) {
-                        let change = w.tracker.lost(&cfg);
-                        publish(w, change, &bus);
+                        let change = w.tracker.lost(cfg);
+                        publish(w, change, bus);
                     }
                 }
                 Some(Cmd::Success { key, latency }) => {
@@ -198,8 +306,8 @@ pub(crate) async fn run(mut cmds: mpsc::UnboundedReceiver<Cmd>, cfg: HealthCheck
                     if let Some(w) = watched.get_mut(&key)
                         && w.connected
                     {
-                        let change = w.tracker.success(latency, &cfg);
-                        publish(w, change, &bus);
+                        let change = w.tracker.success(latency, cfg);
+                        publish(w, change, bus);
                     }
                 }
             },
@@ -211,8 +319,8 @@ pub(crate) async fn run(mut cmds: mpsc::UnboundedReceiver<Cmd>, cfg: HealthCheck
                     continue;
                 }
                 tracing::debug!(connection = %w.entry.name, "failure on traffic");
-                let change = w.tracker.failure(&cfg);
-                publish(w, change, &bus);
+                let change = w.tracker.failure(cfg);
+                publish(w, change, bus);
                 failures.push(next_failure(key, generation, rx));
             }
             Some((key, generation, result)) = probes.next(), if !probes.is_empty() => {
@@ -222,20 +330,31 @@ pub(crate) async fn run(mut cmds: mpsc::UnboundedReceiver<Cmd>, cfg: HealthCheck
                 }
                 w.probing = false;
                 let change = match result {
-                    ProbeResult::Passed(rtt) => w.tracker.success(rtt, &cfg),
+                    ProbeResult::Passed(rtt) => w.tracker.success(rtt, cfg),
                     ProbeResult::Failed(error) => {
-                        tracing::debug!(connection = %w.entry.name, %error, "health probe failed");
-                        w.tracker.failure(&cfg)
+                        if TaskEnded::find(&error).is_some() {
+                            // A check that panics needs a person's attention.
+                            tracing::warn!(connection = %w.entry.name, %error, "health check panicked");
+                            bus.publish(Event::new(
+                                w.handle.id(),
+                                w.entry.name.clone(),
+                                EventKind::Error { error: Arc::new(error) },
+                            ));
+                        } else {
+                            tracing::debug!(connection = %w.entry.name, %error, "health probe failed");
+                        }
+                        w.tracker.failure(cfg)
                     }
                     ProbeResult::TimedOut => {
                         tracing::debug!(connection = %w.entry.name, timeout = ?cfg.timeout(), "health probe timed out");
-                        w.tracker.failure(&cfg)
+                        w.tracker.failure(cfg)
                     }
                 };
-                publish(w, change, &bus);
+                publish(w, change, bus);
                 if w.connected && let Some(interval) = cfg.interval() {
                     w.probe_seq += 1;
-                    due.push(Reverse((Instant::now() + interval, key, w.probe_seq)));
+                    // Saturating: an interval of `Duration::MAX` means "never".
+                    due.push(Reverse((time::deadline(Instant::now(), interval), key, w.probe_seq)));
                 }
             }
             () = &mut sleep, if !due.is_empty() => {
@@ -250,7 +369,6 @@ pub(crate) async fn run(mut cmds: mpsc::UnboundedReceiver<Cmd>, cfg: HealthCheck
             }
         }
     }
-    tracing::debug!(connections = watched.len(), "health monitor stopped");
 }
 
 /// Applies a supervisor state; returns whether the supervisor is over.
@@ -310,5 +428,70 @@ fn publish(w: &Watched, change: Change, bus: &EventBus) {
     ));
     for listener in w.entry.listeners() {
         listener.on_rating(&w.entry, to);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use connection_core::Supervisor;
+    use connection_testkit::{TcpEchoServer, TcpEchoTransport};
+
+    use super::*;
+    use crate::options::ConnectionOptions;
+
+    async fn wait_health(entry: &Entry, status: crate::HealthStatus) {
+        tokio::time::timeout(Duration::from_secs(60), async {
+            while entry.health() != status {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("never {status}, stuck at {}", entry.health()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_interval_of_duration_max_neither_panics_nor_stops_the_monitor() {
+        let server = TcpEchoServer::start().await.unwrap();
+        let bus = EventBus::new(64);
+        let conn = Supervisor::new(TcpEchoTransport::new(server.addr()).unwrap())
+            .events(bus.clone())
+            .spawn()
+            .unwrap();
+        let handle = conn.handle().clone();
+        let entry = Arc::new(Entry::attached(
+            "db".into(),
+            conn,
+            &ConnectionOptions::default(),
+            &bus,
+        ));
+        // Refused by validation since settings stop at a year; the monitor must cope.
+        let builder = HealthCheck::builder()
+            .interval(Duration::MAX)
+            .timeout(Duration::MAX)
+            .failure_threshold(5);
+        assert!(builder.clone().build().is_err());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let restarts = Arc::new(AtomicU64::new(0));
+        let monitor = tokio::spawn(run(rx, builder.build_unchecked(), bus, restarts.clone()));
+        tx.send(Cmd::Watch {
+            entry: entry.clone(),
+            generation: 1,
+            handle,
+        })
+        .unwrap();
+
+        // The first probe passes at once; the next is due "never" (an overflow before).
+        wait_health(&entry, crate::HealthStatus::Healthy).await;
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert!(!monitor.is_finished());
+        // It still rates: five failures make the connection Unhealthy, four do not.
+        for _ in 0..4 {
+            tx.send(Cmd::Failure { key: entry.key }).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(entry.health(), crate::HealthStatus::Healthy);
+        tx.send(Cmd::Failure { key: entry.key }).unwrap();
+        wait_health(&entry, crate::HealthStatus::Unhealthy).await;
+        assert_eq!(restarts.load(Ordering::Acquire), 0);
     }
 }

@@ -153,6 +153,10 @@ pub struct Statistics {
     /// Connected time of every connection's current session, summed.
     #[serde(rename = "connected_seconds", serialize_with = "secs")]
     pub connected_time: Duration,
+    /// Times the health monitor panicked and was started again (each also published as
+    /// a [`MonitorRestarted`](crate::MonitorRestarted) event). Not zero means a bug
+    /// worth reporting: ratings went on, but probes in flight were started over.
+    pub monitor_restarts: u64,
 }
 
 /// Every connection's metrics, from

@@ -32,11 +32,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use connection_core::Operation;
 use connection_core::{
     Connection, ConnectionId, ConnectionState, DisconnectReason, Error, Event, EventBus, EventKind,
     LatencyRecorder, Transport,
 };
+use connection_core::{Operation, time};
 use parking_lot::Mutex;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -909,19 +909,22 @@ impl<T: Transport> Shared<T> {
             create_failed: c.create_failed.load(Ordering::Relaxed),
             closed: c.closed_counts(),
             wait_time: self.wait_time.snapshot(),
+            maintainer_restarts: c.maintainer_restarts.load(Ordering::Relaxed),
         }
     }
 
     /// A new connection's expiry: `max_lifetime` minus a random part of the jitter.
     pub(crate) fn expiry(&self, now: Instant) -> Option<Instant> {
-        let lifetime = self.config.max_lifetime?;
+        // Capped: `Duration::MAX` means "never", and must neither overflow the clock
+        // nor the jitter's float arithmetic.
+        let lifetime = time::cap(self.config.max_lifetime?);
         let jitter = lifetime.mul_f64(self.config.lifetime_jitter);
         let cut = if jitter.is_zero() {
             Duration::ZERO
         } else {
             jitter.mul_f64(self.rng.lock().random::<f64>())
         };
-        Some(now + lifetime.saturating_sub(cut))
+        Some(time::deadline(now, lifetime.saturating_sub(cut)))
     }
 
     /// A uniformly random duration in `[d/2, d]`.
@@ -1134,8 +1137,14 @@ impl<T: Transport> Cap<T> {
 /// waiting and no probe; a transport whose `closed` watches a flag its I/O task sets
 /// answers without a system call. `closed` is cancel-safe, so polling it once and
 /// dropping it leaves the connection as it was.
+///
+/// Called under the pool lock by the maintainer: a `closed` that panics counts as gone
+/// rather than unwinding through the idle deque.
 pub(crate) fn peer_gone<C: connection_core::Connection>(conn: &mut C) -> bool {
-    let closed = std::pin::pin!(conn.closed());
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    closed.poll(&mut cx).is_ready()
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let closed = std::pin::pin!(conn.closed());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        closed.poll(&mut cx).is_ready()
+    }))
+    .unwrap_or(true)
 }

@@ -15,12 +15,20 @@
 //! The task sleeps until the next deadline it knows of (capped by the shortest
 //! configured interval, so connections returned meanwhile are looked at in time) or
 //! until woken: a slot freed below `min_idle`, `close`, or the last handle dropped.
+//!
+//! Panics: the task runs the user's code (`Transport::connect`, `Connection::probe`,
+//! `closed`). Every slot it takes is held by a [`Slot`] while that code runs, so a
+//! panic gives each slot back (a connection being probed is discarded as broken) and no
+//! checkout waits for a slot that is gone. The round that panicked ends; the task
+//! counts it (`PoolMetrics::maintainer_restarts`), records it as the last connect error
+//! (an Error event on the pool's bus), backs off like after a failed refill, and goes on.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use connection_core::Transport;
+use connection_core::task::{TaskEnded, catch_panic};
+use connection_core::{Error, Transport, time};
 use futures::future::join_all;
 use tokio::time::Instant;
 
@@ -42,7 +50,49 @@ struct Refill {
     not_before: Option<Instant>,
 }
 
+impl Refill {
+    /// A batch failed: one connection at a time from now on, after a growing, jittered
+    /// pause. Returns when to try again.
+    fn failed<T: Transport>(&mut self, shared: &Shared<T>) -> Instant {
+        self.failures = self.failures.saturating_add(1);
+        self.batch = 1;
+        let exp = BACKOFF_BASE
+            .saturating_mul(1u32 << self.failures.min(16).saturating_sub(1))
+            .min(BACKOFF_MAX);
+        let t = time::deadline(Instant::now(), shared.jittered(exp));
+        self.not_before = Some(t);
+        t
+    }
+}
+
 pub(crate) async fn run<T: Transport>(shared: Arc<Shared<T>>) {
+    let mut refill = Refill {
+        failures: 0,
+        batch: usize::MAX,
+        not_before: None,
+    };
+    loop {
+        match catch_panic(rounds(&shared, &mut refill)).await {
+            Ok(()) => break,
+            Err(payload) => {
+                let ended = TaskEnded::panicked("pool maintainer", payload.as_ref());
+                let restarts = shared
+                    .counters
+                    .maintainer_restarts
+                    .fetch_add(1, Ordering::AcqRel)
+                    + 1;
+                tracing::error!(endpoint = %shared.transport.endpoint(), %ended, restarts, "pool maintainer panicked; going on");
+                shared.record_error(&Error::other(shared.transport.endpoint(), ended, false));
+                // Whatever panicked (most likely a connect) is not retried at once.
+                refill.failed(&shared);
+            }
+        }
+    }
+    tracing::debug!(endpoint = %shared.transport.endpoint(), "pool maintainer stopped");
+}
+
+/// The maintenance rounds, until the pool is closed or every handle is gone.
+async fn rounds<T: Transport>(shared: &Arc<Shared<T>>, refill: &mut Refill) {
     let cfg = shared.config.clone();
     let nap = [
         cfg.keepalive_interval,
@@ -55,26 +105,21 @@ pub(crate) async fn run<T: Transport>(shared: Arc<Shared<T>>) {
     .min()
     .unwrap_or(MAX_NAP)
     .min(MAX_NAP);
-    let mut refill = Refill {
-        failures: 0,
-        batch: usize::MAX,
-        not_before: None,
-    };
     loop {
         if shared.stopped.load(Ordering::Acquire) || shared.state.lock().closed {
             break;
         }
         let now = Instant::now();
-        let (to_close, to_probe, next_due) = sweep(&shared, now);
+        let (to_close, to_probe, next_due) = sweep(shared, now);
         for (idle, reason) in to_close {
             shared.counters.closed(reason);
             shared.discard(Some(idle));
         }
-        probe_all(&shared, to_probe).await;
-        let next_refill = refill_round(&shared, &mut refill).await;
-        let next_leak = report_leaks(&shared, now);
+        probe_all(shared, to_probe).await;
+        let next_refill = refill_round(shared, refill).await;
+        let next_leak = report_leaks(shared, now);
 
-        let mut wake = now + nap;
+        let mut wake = time::deadline(now, nap);
         for t in [next_due, next_refill, next_leak].into_iter().flatten() {
             wake = wake.min(t);
         }
@@ -83,7 +128,6 @@ pub(crate) async fn run<T: Transport>(shared: Arc<Shared<T>>) {
             () = shared.maintainer.notified() => {}
         }
     }
-    tracing::debug!(endpoint = %shared.transport.endpoint(), "pool maintainer stopped");
 }
 
 type Sweep<C> = (Vec<(Idle<C>, CloseReason)>, Vec<Idle<C>>, Option<Instant>);
@@ -118,8 +162,9 @@ fn sweep<T: Transport>(shared: &Shared<T>, now: Instant) -> Sweep<T::Connection>
                 continue;
             }
             // Kept for min_idle past its timeout: no deadline, or the task would spin.
-            if c.idle_since + t > now {
-                due(c.idle_since + t);
+            let idle_until = time::deadline(c.idle_since, t);
+            if idle_until > now {
+                due(idle_until);
             }
         }
         if let Some(e) = c.expires {
@@ -130,7 +175,7 @@ fn sweep<T: Transport>(shared: &Shared<T>, now: Instant) -> Sweep<T::Connection>
                 probe.push(c);
                 continue;
             }
-            due(c.last_ok + k);
+            due(time::deadline(c.last_ok, k));
         }
         kept.push_back(c);
     }
@@ -163,7 +208,7 @@ fn report_leaks<T: Transport>(shared: &Shared<T>, now: Instant) -> Option<Instan
                 lease.reported = true;
                 leaks.push((held, lease.at));
             } else {
-                let due = lease.since + threshold;
+                let due = time::deadline(lease.since, threshold);
                 next = Some(next.map_or(due, |n| n.min(due)));
             }
         }
@@ -191,21 +236,28 @@ async fn probe_all<T: Transport>(shared: &Arc<Shared<T>>, conns: Vec<Idle<T::Con
     if conns.is_empty() {
         return;
     }
-    let results = join_all(conns.into_iter().map(|mut c| async move {
-        let ok = shared.probe(&mut c).await;
-        (c, ok)
+    // Each in a slot from here on: should a probe panic, the slots unwinding give their
+    // places back, and their connections are discarded as broken.
+    let results = join_all(conns.into_iter().map(|c| async move {
+        let mut slot = Slot::new(Arc::clone(shared), Some(c));
+        slot.broken = true;
+        let ok = match slot.conn.as_mut() {
+            Some(c) => shared.probe(c).await,
+            None => false,
+        };
+        (slot, ok)
     }))
     .await;
-    for (c, ok) in results {
+    for (mut slot, ok) in results {
         if ok {
-            // Through a slot, so a waiter gets it before the idle deque does.
-            drop(Slot::new(Arc::clone(shared), Some(c)));
+            // Back through the slot, so a waiter gets it before the idle deque does.
+            slot.broken = false;
         } else {
             shared.counters.closed(CloseReason::FailedValidation);
             tracing::debug!(endpoint = %shared.transport.endpoint(), "keepalive probe failed; connection discarded");
-            shared.discard(Some(c));
-            Shared::release(shared, None, false, false, None);
+            shared.discard(slot.conn.take());
         }
+        drop(slot);
     }
 }
 
@@ -244,15 +296,18 @@ async fn refill_round<T: Transport>(
         if slots == 0 {
             return None;
         }
-        let results = join_all((0..slots).map(|_| shared.create())).await;
+        // Each connect owns its slot: one that fails, or panics, gives it back.
+        let results = join_all((0..slots).map(|_| async {
+            let mut slot = Slot::new(Arc::clone(shared), None);
+            let result = shared.create().await.map(|idle| slot.conn = Some(idle));
+            drop(slot);
+            result
+        }))
+        .await;
         let mut failed = None;
         for r in results {
-            match r {
-                Ok(idle) => drop(Slot::new(Arc::clone(shared), Some(idle))),
-                Err(e) => {
-                    Shared::release(shared, None, false, false, None);
-                    failed = Some(e);
-                }
+            if let Err(e) = r {
+                failed = Some(e);
             }
         }
         match failed {
@@ -269,14 +324,7 @@ async fn refill_round<T: Transport>(
             }
             Some(e) => {
                 shared.record_error(&e);
-                refill.failures = refill.failures.saturating_add(1);
-                refill.batch = 1;
-                let exp = BACKOFF_BASE
-                    .saturating_mul(1u32 << refill.failures.min(16).saturating_sub(1))
-                    .min(BACKOFF_MAX);
-                let t = Instant::now() + shared.jittered(exp);
-                refill.not_before = Some(t);
-                return Some(t);
+                return Some(refill.failed(shared));
             }
         }
     }

@@ -137,7 +137,11 @@ impl<T: Transport> Pool<T> {
             waiting => {
                 shared.counters.waited.fetch_add(1, Ordering::Relaxed);
                 let started = Instant::now();
-                let deadline = shared.config.wait_timeout.map(|d| started + d);
+                // Saturating: a wait of `Duration::MAX` means "as long as it takes".
+                let deadline = shared
+                    .config
+                    .wait_timeout
+                    .map(|d| connection_core::time::deadline(started, d));
                 let slot = match waiting {
                     Acquire::Queued(id, rx) => Shared::wait_handoff(shared, id, rx, deadline).await,
                     _ => Shared::wait_barging(shared, deadline, at).await,
@@ -460,5 +464,67 @@ impl<T: Transport> fmt::Debug for PoolGuard<T> {
         f.debug_struct("PoolGuard")
             .field("connection", &self.idle().map(|i| i.conn.id()))
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The pool on settings validation refuses: its maintainer and checkouts must
+    //! neither panic nor stall whatever the durations are.
+
+    use std::time::Duration;
+
+    use connection_testkit::{TcpEchoServer, TcpEchoTransport};
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn durations_of_duration_max_neither_panic_nor_stall_checkouts() {
+        let server = TcpEchoServer::start().await.unwrap();
+        let mut cfg = PoolConfig::builder()
+            .max_size(1)
+            .min_idle(1)
+            .lifetime_jitter(0.5)
+            .build()
+            .unwrap();
+        cfg.wait_timeout = Some(Duration::MAX);
+        cfg.create_timeout = Duration::MAX;
+        cfg.validate_timeout = Some(Duration::MAX);
+        cfg.recycle_window = Duration::MAX;
+        cfg.idle_timeout = Some(Duration::MAX);
+        cfg.max_lifetime = Some(Duration::MAX);
+        cfg.keepalive_interval = Some(Duration::MAX);
+        cfg.leak_threshold = Some(Duration::MAX);
+        // Refused since settings stop at a year; the runtime must cope anyway.
+        assert!(cfg.validate().is_err());
+        let transport = TcpEchoTransport::new(server.addr()).unwrap();
+        let shared = Arc::new(Shared::new(transport, cfg, None, None));
+        tokio::spawn(maintainer::run(Arc::clone(&shared)));
+        let pool = Pool { shared };
+
+        let mut first = pool.get().await.unwrap();
+        first.echo(b"one").await.unwrap();
+        // A second checkout waits (deadline "never") for the first to come back.
+        let waiter = {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let mut c = pool.get().await.unwrap();
+                c.echo(b"two").await.unwrap();
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(pool.status().waiting, 1);
+        drop(first);
+        tokio::time::timeout(Duration::from_secs(60), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+
+        // An hour on, the maintainer is alive and nothing expired.
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        pool.get().await.unwrap().echo(b"three").await.unwrap();
+        let m = pool.metrics();
+        assert_eq!((m.created, m.maintainer_restarts), (1, 0), "{m:?}");
+        assert_eq!(pool.status().idle, 1);
     }
 }

@@ -72,6 +72,11 @@ pub struct PoolMetrics {
     pub closed: ClosedCounts,
     /// How long waiting calls waited.
     pub wait_time: LatencySnapshot,
+    /// Rounds of the background maintainer that panicked (in a transport's `connect`,
+    /// a connection's `probe`...). The maintainer goes on after each, and the slots it
+    /// held are given back; the panic is also the last connect error, published as an
+    /// Error event on the pool's bus.
+    pub maintainer_restarts: u64,
 }
 
 /// Why a connection left the pool.
@@ -96,6 +101,7 @@ pub(crate) struct Counters {
     lifetime: AtomicU64,
     failed_validation: AtomicU64,
     peer_closed: AtomicU64,
+    pub(crate) maintainer_restarts: AtomicU64,
 }
 
 impl Counters {

@@ -8,6 +8,8 @@
 //! - [`FaultProxy`]: sits between a client and a server and injects latency, bandwidth
 //!   limits, refused connections, resets, a blackhole (the half-open case), a cut after
 //!   some bytes and sliced writes, switched on and off while connections run.
+//! - [`Panicking`]: wraps a transport so that its connect, probe or close panics on
+//!   demand, for testing that background tasks do not die silently.
 //!
 //! Everything listens on loopback addresses only, every fault lasts until it is
 //! changed, and everything stops when dropped. Timing goes through [`tokio::time`], so
@@ -66,10 +68,12 @@
 pub mod events;
 mod guard;
 pub mod handlers;
+mod panicking;
 mod proxy;
 mod server;
 mod transport;
 
+pub use panicking::{PANIC_MESSAGE, Panicking, PanickingConnection};
 pub use proxy::{FaultProxy, ProxyStats};
 pub use server::{LoopbackServer, TcpEchoServer};
 pub use transport::{EchoClient, PING, TcpEchoConnection, TcpEchoTransport};

@@ -651,7 +651,7 @@ fn close_frame_for(e: &tungstenite::Error) -> Option<CloseFrame> {
 /// its own here. It must hold on two looks 1 ms apart, because an application that has
 /// just taken the last message may not have queued its answer yet.
 async fn settle(inbound: &mpsc::Sender<Message>, outbox: &Outbox, limit: Duration) {
-    let deadline = Instant::now() + limit;
+    let deadline = connection_core::time::deadline(Instant::now(), limit);
     let mut calm = 0;
     while calm < 2 && Instant::now() < deadline {
         let delivered = inbound.is_closed() || inbound.capacity() == inbound.max_capacity();

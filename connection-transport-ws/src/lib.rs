@@ -67,6 +67,33 @@
 //! [`WsSettings`] reads the same settings from serde or `CONNECTION_WS_*` environment
 //! variables.
 //!
+//! ## Logs and secrets
+//!
+//! What this crate logs (through `tracing`) and every error, event and `Debug` form it
+//! makes are redacted: the URL's userinfo, query values and fragment, header values and
+//! the bearer token never appear. tungstenite, the WebSocket library underneath, logs
+//! through the `log` crate and does not redact: at TRACE it logs the whole upgrade
+//! request (the `Authorization` header and the `?token=` of the URL included) and every
+//! frame and message with its payload. Nothing reaches a log unless a logger takes
+//! tungstenite's TRACE records, but the usual `tracing-subscriber` setup with its `log`
+//! bridge does once the level is TRACE. Cap tungstenite at DEBUG with
+//! [`LOG_FILTER_DIRECTIVE`] (its DEBUG records carry no secrets):
+//!
+//! ```text
+//! RUST_LOG=trace,tungstenite=debug            # env_logger, or tracing's EnvFilter
+//! ```
+//!
+//! ```
+//! // tracing-subscriber: EnvFilter::new(format!("trace,{LOG_FILTER_DIRECTIVE}")), or
+//! // format!("trace,{LOG_FILTER_DIRECTIVE}").parse::<tracing_subscriber::filter::Targets>()
+//! use connection_transport_ws::LOG_FILTER_DIRECTIVE;
+//! let directives = format!("trace,{LOG_FILTER_DIRECTIVE}");
+//! assert_eq!(directives, "trace,tungstenite=debug");
+//! ```
+//!
+//! The `log_filter` test of this crate checks both sides: without the directive the
+//! secrets appear in a TRACE log, with it they do not.
+//!
 //! ## Memory
 //!
 //! tungstenite's read buffer starts at 8 KiB here instead of 128 KiB (it grows for large
@@ -149,6 +176,13 @@ pub use connection_core::{
 };
 /// The configurable backoff of `connection-retry`, for [`WsClientBuilder::backoff`].
 pub use connection_retry::{BackoffStrategy, Jitter};
+
+/// The log filter directive that keeps secrets out of logs taken at TRACE: it caps the
+/// `tungstenite` target (and its modules) at DEBUG, because tungstenite logs the upgrade
+/// request with its `Authorization` header and URL query, and every frame's payload, at
+/// TRACE. Append it to the directives of `RUST_LOG`, `EnvFilter` or `Targets`; see
+/// "Logs and secrets" in the crate docs.
+pub const LOG_FILTER_DIRECTIVE: &str = "tungstenite=debug";
 
 /// The message type (text, binary; pings, pongs and close frames are handled inside).
 pub use tokio_tungstenite::tungstenite::Message;
