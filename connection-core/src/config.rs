@@ -263,7 +263,8 @@ impl ConnectionConfig {
     /// # Ok::<(), connection_core::ConfigError>(())
     /// ```
     pub fn backoff(&self) -> crate::ExponentialBackoff {
-        let b = crate::ExponentialBackoff::new(self.reconnect_initial_delay, self.reconnect_max_delay);
+        let b =
+            crate::ExponentialBackoff::new(self.reconnect_initial_delay, self.reconnect_max_delay);
         match self.reconnect_max_attempts {
             Some(n) => b.max_attempts(n),
             None => b,
@@ -510,8 +511,9 @@ mod tests {
         let err = ConnectionConfig::from_vars([("CONNECTION_TIMOUT_MS", "1")]).unwrap_err();
         assert_eq!(err.variable(), Some("CONNECTION_TIMOUT_MS"));
         let year_and_a_day = (366 * 24 * 3600 * 1000u64).to_string();
-        let err = ConnectionConfig::from_vars([("CONNECTION_RECONNECT_MAX_DELAY_MS", year_and_a_day)])
-            .unwrap_err();
+        let err =
+            ConnectionConfig::from_vars([("CONNECTION_RECONNECT_MAX_DELAY_MS", year_and_a_day)])
+                .unwrap_err();
         assert_eq!(err.variable(), Some("CONNECTION_RECONNECT_MAX_DELAY_MS"));
         assert_eq!(
             ConnectionConfig::from_vars(Vec::<(String, String)>::new()).unwrap(),

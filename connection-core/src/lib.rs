@@ -85,4 +85,4 @@ pub use supervisor::{
     DEFAULT_STABLE_AFTER, PRIVATE_BUS_CAPACITY, ShutdownOutcome, Supervise, Supervised, Supervisor,
     SupervisorHandle,
 };
-pub use transport::{Connection, IoOf, Timeout, Transport, TransportExt};
+pub use transport::{Connection, IoOf, Timeout, Transport, TransportExt, connect_within};

@@ -589,20 +589,7 @@ impl<T: Transport, B: Backoff> Task<T, B> {
     /// One connect attempt, abandoned on shutdown. Restarts while connecting are
     /// absorbed: a connect is already what they ask for.
     async fn connect(&mut self) -> Result<Result<T::Connection, Error>, Signal> {
-        let attempt = async {
-            match self.connect_timeout {
-                Some(limit) => tokio::time::timeout(limit, self.transport.connect())
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(Error::timeout(
-                            &self.shared.endpoint,
-                            Operation::Connect,
-                            limit,
-                        ))
-                    }),
-                None => self.transport.connect().await,
-            }
-        };
+        let attempt = crate::transport::connect_within(&self.transport, self.connect_timeout);
         tokio::select! {
             biased;
             signal = next_signal(&mut self.control, &mut self.restarts_seen, false) => Err(signal),

@@ -168,6 +168,38 @@ pub struct Timeout<T> {
     limit: Duration,
 }
 
+/// One connect attempt of `transport`, bounded by `limit` when there is one: over it
+/// the attempt fails with a retryable [`Error::Timeout`] of [`Operation::Connect`]. The
+/// one connect timeout of the workspace: the supervisor, the manager, the pool and
+/// [`TransportExt::timeout`] all bound their connects with it.
+///
+/// ```
+/// # use connection_core::{connect_within, Error, Operation};
+/// # async fn demo(t: impl connection_core::Transport) {
+/// match connect_within(&t, Some(std::time::Duration::from_secs(2))).await {
+///     Ok(conn) => drop(conn),
+///     Err(Error::Timeout { operation: Operation::Connect, .. }) => { /* retryable */ }
+///     Err(other) => eprintln!("{other}"),
+/// }
+/// # }
+/// ```
+pub async fn connect_within<T: Transport + ?Sized>(
+    transport: &T,
+    limit: Option<Duration>,
+) -> Result<T::Connection, Error> {
+    let Some(limit) = limit else {
+        return transport.connect().await;
+    };
+    match tokio::time::timeout(limit, transport.connect()).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::timeout(
+            transport.endpoint(),
+            Operation::Connect,
+            limit,
+        )),
+    }
+}
+
 impl<T> Timeout<T> {
     /// The wrapped transport.
     pub fn get_ref(&self) -> &T {
@@ -184,14 +216,7 @@ impl<T: Transport> Transport for Timeout<T> {
     type Connection = T::Connection;
 
     async fn connect(&self) -> Result<Self::Connection, Error> {
-        match tokio::time::timeout(self.limit, self.inner.connect()).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::timeout(
-                self.inner.endpoint(),
-                Operation::Connect,
-                self.limit,
-            )),
-        }
+        connect_within(&self.inner, Some(self.limit)).await
     }
 
     fn endpoint(&self) -> &Endpoint {

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use connection_core::Operation;
 use connection_core::{
     ConnectionMetrics, ConnectionState, Endpoint, Error, EventBus, EventFilter, HealthStatus, IoOf,
     Link, LinkSlot, Supervised, Supervisor, SupervisorHandle, Transport,
@@ -78,18 +77,7 @@ impl<T: Transport> Transport for Managed<T> {
     type Connection = T::Connection;
 
     async fn connect(&self) -> Result<T::Connection, Error> {
-        let result = match self.connect_timeout {
-            Some(limit) => tokio::time::timeout(limit, self.inner.connect())
-                .await
-                .unwrap_or_else(|_| {
-                    Err(Error::timeout(
-                        self.inner.endpoint(),
-                        Operation::Connect,
-                        limit,
-                    ))
-                }),
-            None => self.inner.connect().await,
-        };
+        let result = connection_core::connect_within(&self.inner, self.connect_timeout).await;
         if let Err(error) = &result {
             *self.last_error.lock() = Some(Arc::new(error.clone()));
         }

@@ -36,7 +36,7 @@ use connection_core::{
     Connection, ConnectionId, ConnectionState, DisconnectReason, Error, Event, EventBus, EventKind,
     LatencyRecorder, Transport,
 };
-use connection_core::{Operation, time};
+use connection_core::time;
 use parking_lot::Mutex;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -934,15 +934,8 @@ impl<T: Transport> Shared<T> {
 
     /// Opens one connection, bounded by `create_timeout`, counting the outcome.
     pub(crate) async fn create(&self) -> Result<Idle<T::Connection>, Error> {
-        let limit = self.config.create_timeout;
-        let result = match tokio::time::timeout(limit, self.transport.connect()).await {
-            Ok(r) => r,
-            Err(_) => Err(Error::timeout(
-                self.transport.endpoint(),
-                Operation::Connect,
-                limit,
-            )),
-        };
+        let limit = Some(self.config.create_timeout);
+        let result = connection_core::connect_within(&self.transport, limit).await;
         match result {
             Ok(conn) => {
                 self.counters.created.fetch_add(1, Ordering::Relaxed);
