@@ -32,11 +32,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use connection_core::time;
 use connection_core::{
     Connection, ConnectionId, ConnectionState, DisconnectReason, Error, Event, EventBus, EventKind,
     LatencyRecorder, Transport,
 };
-use connection_core::time;
 use parking_lot::Mutex;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};

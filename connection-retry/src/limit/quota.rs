@@ -46,7 +46,7 @@ impl Quota {
         }
         let burst = NonZeroU32::new(burst)
             .ok_or_else(|| ConfigError::new("burst", "must be at least 1"))?;
-        connection_core::require_at_most_max("period", period)?;
+        connection_core::require_nonzero("period", period)?;
         let interval = period / rate;
         if interval.is_zero() {
             return Err(ConfigError::new(
