@@ -198,6 +198,37 @@ pub struct Rates {
 }
 
 impl Rates {
+    /// The rates of many connections together: each rate is the sum of theirs (each
+    /// over its own window), and `error_rate` is over all their windows' requests.
+    ///
+    /// ```
+    /// use connection_core::metrics::{ConnectionMetrics, Rates};
+    ///
+    /// let (a, b) = (ConnectionMetrics::new(), ConnectionMetrics::new());
+    /// a.record_sent(10, 1_000);
+    /// b.record_sent(5, 500);
+    /// b.record_failed_request();
+    /// let total = Rates::total(&[a.window_snapshot(), b.window_snapshot()]);
+    /// assert_eq!(total.messages_out_per_second, 15.0); // both younger than 1 s
+    /// assert_eq!(total.error_rate, Some(1.0));
+    /// ```
+    pub fn total<'a>(windows: impl IntoIterator<Item = &'a WindowSnapshot>) -> Rates {
+        let mut total = Rates::default();
+        let (mut requests, mut failed) = (0u64, 0u64);
+        for w in windows {
+            let r = w.rates();
+            total.messages_in_per_second += r.messages_in_per_second;
+            total.messages_out_per_second += r.messages_out_per_second;
+            total.bytes_in_per_second += r.bytes_in_per_second;
+            total.bytes_out_per_second += r.bytes_out_per_second;
+            total.requests_per_second += r.requests_per_second;
+            requests = requests.saturating_add(w.requests);
+            failed = failed.saturating_add(w.failed_requests);
+        }
+        total.error_rate = ratio(failed, requests);
+        total
+    }
+
     /// Messages per second, both ways.
     pub fn messages_per_second(&self) -> f64 {
         self.messages_in_per_second + self.messages_out_per_second
