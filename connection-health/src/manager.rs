@@ -189,7 +189,7 @@ impl Drop for Shared {
 /// use connection_core::{EventFilter, Transport};
 /// use std::time::Duration;
 ///
-/// # async fn demo<A: Transport, B: Transport>(a: A, b: B) -> Result<(), connection_health::HealthError> {
+/// # async fn demo<A: Transport, B: Transport>(a: A, b: B) -> Result<(), Box<dyn std::error::Error>> {
 /// let manager = ConnectionManager::new();
 /// manager.add("orders", a, ConnectionOptions::default())?;
 /// manager.add("cache", b, ConnectionOptions::default())?;

@@ -16,8 +16,8 @@ async fn bound_connection(
     connection_testkit::TcpEchoConnection,
     Arc<ConnectionMetrics>,
 ) {
-    let transport = TcpEchoTransport::new(addr).unwrap();
-    let mut conn = transport.connect().await.unwrap();
+    let transport = TcpEchoTransport::new(addr).expect("a transport to the server");
+    let mut conn = transport.connect().await.expect("connect to the server");
     let metrics = Arc::new(ConnectionMetrics::new());
     conn.bind_traffic(Traffic::new(metrics.clone()));
     (conn, metrics)

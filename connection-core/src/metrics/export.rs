@@ -441,7 +441,7 @@ impl<N: AsRef<str>> Label<N> {
         }
         let mut rest = name;
         while let Some(at) = rest.find(['\\', '"', '\n']) {
-            out.write_all(rest[..at].as_bytes())?;
+            out.write_all(&rest.as_bytes()[..at])?;
             out.write_all(match rest.as_bytes()[at] {
                 b'\\' => br"\\",
                 b'"' => br#"\""#,
@@ -846,9 +846,7 @@ mod tests {
         let span = a.window.span.as_secs_f64();
         assert_eq!(rates.bytes_out_per_second, 2000.0 / span);
         assert!(
-            values
-                .get(&("connection_buffered_bytes".to_owned(), MULTILINE.to_owned()))
-                .is_none(),
+            !values.contains_key(&("connection_buffered_bytes".to_owned(), MULTILINE.to_owned())),
             "a transport that reports no buffers has no sample"
         );
         assert!(value("connection_request_error_ratio", MULTILINE).is_nan());
