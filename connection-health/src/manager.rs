@@ -39,7 +39,7 @@ use crate::report::{
 /// a process that runs out of memory or file descriptors. Ten thousand is far above what
 /// a manager of named connections usually holds (tens to hundreds) and is the scale the
 /// `manager` bench measures (memory per connection, `statistics()`, `connect_all`); raise
-/// it for a larger fleet, or pass `usize::MAX` for no bound.
+/// it for a larger fleet, up to [`MAX_CONNECTIONS_LIMIT`](crate::MAX_CONNECTIONS_LIMIT).
 ///
 /// [`AtCapacity`]: HealthError::AtCapacity
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
@@ -227,8 +227,8 @@ pub struct ConnectionManagerBuilder {
 }
 
 impl ConnectionManagerBuilder {
-    /// Refuse to hold more than `n` connections (default [`DEFAULT_MAX_CONNECTIONS`];
-    /// `usize::MAX` for no bound).
+    /// Refuse to hold more than `n` connections (default [`DEFAULT_MAX_CONNECTIONS`], at
+    /// most [`MAX_CONNECTIONS_LIMIT`](crate::MAX_CONNECTIONS_LIMIT)).
     pub fn max_connections(mut self, n: usize) -> Self {
         self.config = self.config.max_connections(n);
         self

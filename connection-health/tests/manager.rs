@@ -129,12 +129,15 @@ fn a_manager_holds_10_000_connections_by_default() {
         matches!(err, HealthError::AtCapacity { max: 10_000, .. }),
         "{err}"
     );
-    // The bound is a setting; usize::MAX lifts it.
-    let unbounded = ConnectionManager::builder()
-        .max_connections(usize::MAX)
+    // The bound is a setting, up to the configuration's own limit.
+    let larger = ConnectionManager::builder()
+        .max_connections(connection_health::MAX_CONNECTIONS_LIMIT)
         .build()
         .unwrap();
-    assert_eq!(unbounded.max_connections(), usize::MAX);
+    assert_eq!(
+        larger.max_connections(),
+        connection_health::MAX_CONNECTIONS_LIMIT
+    );
 }
 
 #[test]
