@@ -1,7 +1,14 @@
-//! Recording cost of [`LatencyRecorder`] against the naive alternative a user would write,
-//! a `parking_lot::Mutex<Vec<Duration>>` that pushes every value, on 1 and 2 threads.
+//! Recording costs, ours against the naive alternative a user would write, on 1 and 2
+//! threads:
 //!
-//! Prints one JSON line per thread count on stdout
+//! - `latency_record_{1,2}t`: [`LatencyRecorder::record`] against a
+//!   `parking_lot::Mutex<Vec<Duration>>` that pushes every value;
+//! - `traffic_record_{1,2}t`: [`Traffic::sent`] / [`Traffic::received`] (lifetime counters
+//!   and the per-second rate window) against the same window of per-second buckets
+//!   behind a `parking_lot::Mutex`, reading the same clock. With two threads one sends
+//!   and one receives on one connection, as a WebSocket's writer and reader do.
+//!
+//! Prints one JSON line per figure on stdout
 //! (`{"bench": "latency_record_1t", "unit": "ops/s", "ours": .., "peer": "parking_lot",
 //! "peer_value": .., "ratio": ..}`, ratio > 1 meaning ours is faster) and a readable table
 //! on stderr.
@@ -11,10 +18,11 @@
 )]
 
 use std::hint::black_box;
-use std::sync::Barrier;
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use connection_core::metrics::LatencyRecorder;
+use connection_core::Traffic;
+use connection_core::metrics::{ConnectionMetrics, LatencyRecorder};
 use parking_lot::Mutex;
 
 /// Values recorded by each thread per round.
@@ -23,12 +31,13 @@ const PER_THREAD: u64 = 2_000_000;
 const ROUNDS: usize = 5;
 
 trait Recorder: Sync {
-    fn record(&self, d: Duration);
+    /// Records one value from thread number `thread`.
+    fn record(&self, thread: usize, d: Duration);
     fn recorded(&self) -> u64;
 }
 
 impl Recorder for LatencyRecorder {
-    fn record(&self, d: Duration) {
+    fn record(&self, _thread: usize, d: Duration) {
         LatencyRecorder::record(self, d);
     }
     fn recorded(&self) -> u64 {
@@ -40,11 +49,75 @@ impl Recorder for LatencyRecorder {
 struct MutexVec(Mutex<Vec<Duration>>);
 
 impl Recorder for MutexVec {
-    fn record(&self, d: Duration) {
+    fn record(&self, _thread: usize, d: Duration) {
         self.0.lock().push(d);
     }
     fn recorded(&self) -> u64 {
         self.0.lock().len() as u64
+    }
+}
+
+/// One connection's traffic recording: even threads send, odd threads receive. The
+/// "duration" is used as a message size, so both sides record varied byte counts.
+struct TrafficRecorder(Traffic);
+
+impl Recorder for TrafficRecorder {
+    fn record(&self, thread: usize, d: Duration) {
+        let bytes = u64::from(d.subsec_nanos() & 0xFFF);
+        if thread % 2 == 0 {
+            self.0.sent(1, bytes);
+        } else {
+            self.0.received(1, bytes);
+        }
+    }
+    fn recorded(&self) -> u64 {
+        let s = self.0.metrics().snapshot_counters();
+        s.messages_in + s.messages_out
+    }
+}
+
+/// What a user would write for messages and bytes per second over the last 10 s: the
+/// same ring of per-second buckets, behind a lock.
+struct MutexWindow {
+    base: Instant,
+    inner: Mutex<WindowState>,
+}
+
+#[derive(Default)]
+struct WindowState {
+    messages: [u64; 2],
+    bytes: [u64; 2],
+    /// (second, messages, bytes) per direction and slot.
+    slots: [[(u64, u64, u64); 10]; 2],
+}
+
+impl MutexWindow {
+    fn new() -> Self {
+        Self {
+            base: Instant::now(),
+            inner: Mutex::new(WindowState::default()),
+        }
+    }
+}
+
+impl Recorder for MutexWindow {
+    fn record(&self, thread: usize, d: Duration) {
+        let bytes = u64::from(d.subsec_nanos() & 0xFFF);
+        let dir = thread % 2;
+        let sec = self.base.elapsed().as_secs();
+        let mut s = self.inner.lock();
+        s.messages[dir] += 1;
+        s.bytes[dir] += bytes;
+        let slot = &mut s.slots[dir][(sec % 10) as usize];
+        if slot.0 != sec {
+            *slot = (sec, 0, 0);
+        }
+        slot.1 += 1;
+        slot.2 += bytes;
+    }
+    fn recorded(&self) -> u64 {
+        let s = self.inner.lock();
+        s.messages[0] + s.messages[1]
     }
 }
 
@@ -68,7 +141,7 @@ fn run(threads: usize, recorder: &impl Recorder) -> f64 {
                     let mut state = 0x9E37_79B9_7F4A_7C15_u64 ^ (t as u64 + 1);
                     barrier.wait();
                     for _ in 0..PER_THREAD {
-                        recorder.record(black_box(xorshift(&mut state)));
+                        recorder.record(t, black_box(xorshift(&mut state)));
                     }
                 })
             })
@@ -108,45 +181,61 @@ fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 fn main() {
+    eprintln!("{PER_THREAD} records per thread, {ROUNDS} alternating rounds, median");
     eprintln!(
-        "latency_record: {PER_THREAD} records per thread, {ROUNDS} alternating rounds, median"
-    );
-    eprintln!(
-        "{:>7}  {:>14} {:>8}  {:>14} {:>8}  {:>7}",
-        "threads", "ours ops/s", "ns/op", "peer ops/s", "ns/op", "ratio"
+        "{:<16} {:>7}  {:>14} {:>8}  {:>14} {:>8}  {:>7}",
+        "figure", "threads", "ours ops/s", "ns/op", "peer ops/s", "ns/op", "ratio"
     );
     for threads in [1, 2] {
-        let ours_recorder = LatencyRecorder::new();
-        // Warm-up: fault in pages and let the CPU settle on a frequency.
-        run(threads, &ours_recorder);
-        run(threads, &MutexVec(Mutex::new(Vec::new())));
-
-        let (mut ours, mut peer) = (Vec::new(), Vec::new());
-        for _ in 0..ROUNDS {
-            ours_recorder.reset();
-            ours.push(run(threads, &ours_recorder));
+        compare("latency_record", threads, LatencyRecorder::new, || {
             // A fresh Vec each round: it grows as a user's would, no preallocation.
-            peer.push(run(threads, &MutexVec(Mutex::new(Vec::new()))));
-        }
-        let (ours, peer) = (median(ours), median(peer));
-        let ratio = ours / peer;
-        let per_op_ns = |ops: f64| threads as f64 * 1e9 / ops;
-        eprintln!(
-            "{threads:>7}  {ours:>14.0} {:>8.1}  {peer:>14.0} {:>8.1}  {ratio:>7.2}",
-            per_op_ns(ours),
-            per_op_ns(peer)
+            MutexVec(Mutex::new(Vec::new()))
+        });
+    }
+    for threads in [1, 2] {
+        compare(
+            "traffic_record",
+            threads,
+            || TrafficRecorder(Traffic::new(Arc::new(ConnectionMetrics::new()))),
+            MutexWindow::new,
         );
-        let line = BenchLine {
-            bench: format!("latency_record_{threads}t"),
-            unit: "ops/s",
-            ours: ours.round(),
-            peer: "parking_lot",
-            peer_value: peer.round(),
-            ratio: (ratio * 100.0).round() / 100.0,
-        };
-        match serde_json::to_string(&line) {
-            Ok(json) => println!("{json}"),
-            Err(e) => panic!("cannot serialize the result line: {e}"),
-        }
+    }
+}
+
+/// Alternating rounds of a fresh `ours()` and a fresh `peer()`; prints the medians.
+fn compare<O: Recorder, P: Recorder>(
+    figure: &str,
+    threads: usize,
+    ours_make: impl Fn() -> O,
+    peer_make: impl Fn() -> P,
+) {
+    // Warm-up: fault in pages and let the CPU settle on a frequency.
+    run(threads, &ours_make());
+    run(threads, &peer_make());
+
+    let (mut ours, mut peer) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        ours.push(run(threads, &ours_make()));
+        peer.push(run(threads, &peer_make()));
+    }
+    let (ours, peer) = (median(ours), median(peer));
+    let ratio = ours / peer;
+    let per_op_ns = |ops: f64| threads as f64 * 1e9 / ops;
+    eprintln!(
+        "{figure:<16} {threads:>7}  {ours:>14.0} {:>8.1}  {peer:>14.0} {:>8.1}  {ratio:>7.2}",
+        per_op_ns(ours),
+        per_op_ns(peer)
+    );
+    let line = BenchLine {
+        bench: format!("{figure}_{threads}t"),
+        unit: "ops/s",
+        ours: ours.round(),
+        peer: "parking_lot",
+        peer_value: peer.round(),
+        ratio: (ratio * 100.0).round() / 100.0,
+    };
+    match serde_json::to_string(&line) {
+        Ok(json) => println!("{json}"),
+        Err(e) => panic!("cannot serialize the result line: {e}"),
     }
 }

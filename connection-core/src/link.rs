@@ -245,8 +245,10 @@ fn is_final(state: ConnectionState) -> bool {
 /// through [`Connection::bind_traffic`](crate::Connection::bind_traffic) right after
 /// connecting. Cheap to clone: hand a clone to each I/O task and handle.
 ///
-/// Recording never locks and never allocates after the first request latency. Failures
-/// reported with [`failure`](Self::failure) count as errors in the metrics and reach
+/// Recording never locks and never allocates after the first traffic (the rate window)
+/// and the first request latency (its histogram). Failures reported with
+/// [`failure`](Self::failure) or [`request_failed`](Self::request_failed) count as errors
+/// in the metrics and reach
 /// whoever watches the supervisor ([`SupervisorHandle::watch_traffic_failures`]), which
 /// is how a health monitor rates a connection down on real traffic without waiting for
 /// a probe.
@@ -262,8 +264,14 @@ fn is_final(state: ConnectionState) -> bool {
 /// traffic.sent(1, 128);
 /// traffic.received(1, 512);
 /// traffic.request(Duration::from_millis(4));
+/// # let error = connection_core::Error::Closed {
+/// #     endpoint: connection_core::Endpoint::host_port("127.0.0.1", 80).unwrap(),
+/// # };
+/// traffic.request_failed(&error);
 /// let s = metrics.snapshot();
-/// assert_eq!((s.messages_out, s.bytes_in, s.requests), (1, 512, 1));
+/// assert_eq!((s.messages_out, s.bytes_in, s.requests), (1, 512, 2));
+/// assert_eq!((s.failed_requests, s.errors, s.error_rate()), (1, 1, Some(0.5)));
+/// assert_eq!(s.window.rates().error_rate, Some(0.5));
 /// ```
 #[derive(Clone)]
 pub struct Traffic {
@@ -299,18 +307,17 @@ impl Traffic {
         }
     }
 
-    /// Counts `messages` messages of `bytes` bytes in total sent.
+    /// Counts `messages` messages of `bytes` bytes in total sent. One call per batch:
+    /// each call reads the clock once for the rate window.
     #[inline]
     pub fn sent(&self, messages: u64, bytes: u64) {
-        self.metrics.add_messages_out(messages);
-        self.metrics.add_bytes_out(bytes);
+        self.metrics.record_sent(messages, bytes);
     }
 
     /// Counts `messages` messages of `bytes` bytes in total received.
     #[inline]
     pub fn received(&self, messages: u64, bytes: u64) {
-        self.metrics.add_messages_in(messages);
-        self.metrics.add_bytes_in(bytes);
+        self.metrics.record_received(messages, bytes);
     }
 
     /// Counts one completed request and its latency (separate from probe round trips).
@@ -319,13 +326,36 @@ impl Traffic {
         self.metrics.record_request(latency);
     }
 
-    /// Reports a failure seen on real traffic (a failed request, a write error). It
-    /// counts as an error and is a passive health signal. A failure that also ends the
-    /// connection is reported by [`Connection::closed`](crate::Connection::closed) too;
-    /// reporting it here as well is harmless.
+    /// Counts one request that failed: it counts as a request and as a failed one (the
+    /// error rate is failed requests over requests) and, like
+    /// [`failure`](Self::failure), as an error and a passive health signal.
+    pub fn request_failed(&self, error: &Error) {
+        self.metrics.record_failed_request();
+        tracing::debug!(%error, "request failed");
+        self.signal_failure();
+    }
+
+    /// Has `probe` report the bytes the connection holds in its own buffers and queues;
+    /// see [`ConnectionMetrics::report_buffers`], which says how to write one. A
+    /// connection registers it in [`bind_traffic`](crate::Connection::bind_traffic); it
+    /// replaces the previous connection's.
+    pub fn buffers(&self, probe: impl Fn() -> u64 + Send + Sync + 'static) {
+        self.metrics.report_buffers(probe);
+    }
+
+    /// Reports a failure seen on real traffic that is not a request of its own (a write
+    /// error; for a failed request use [`request_failed`](Self::request_failed), which
+    /// the error rate counts). It counts as an error and is a passive health signal. A
+    /// failure that also ends the connection is reported by
+    /// [`Connection::closed`](crate::Connection::closed) too; reporting it here as well is
+    /// harmless.
     pub fn failure(&self, error: &Error) {
         self.metrics.inc_errors();
         tracing::debug!(%error, "failure on traffic");
+        self.signal_failure();
+    }
+
+    fn signal_failure(&self) {
         if let Some(f) = &self.failures {
             f.send_modify(|n| *n = n.wrapping_add(1));
         }

@@ -886,6 +886,40 @@ impl SupervisorHandle {
         &self.inner.shared.metrics
     }
 
+    /// Streams this connection's metrics into `w` as Prometheus text, labelled with its
+    /// [`name`](Self::name) (see [`metrics::write_prometheus`](crate::metrics::write_prometheus)
+    /// for the families). One snapshot, so every sample is of the same instant.
+    ///
+    /// ```no_run
+    /// # use connection_core::{Supervisor, Transport};
+    /// # fn demo<T: Transport>(transport: T) -> Result<(), Box<dyn std::error::Error>> {
+    /// let conn = Supervisor::new(transport).name("orders-db").spawn()?;
+    /// conn.write_prometheus(&mut std::io::stdout().lock())?; // connection="orders-db"
+    /// # Ok(()) }
+    /// ```
+    pub fn write_prometheus<W: std::io::Write + ?Sized>(&self, w: &mut W) -> std::io::Result<()> {
+        crate::metrics::write_prometheus(w, [(self.name(), self.metrics())])
+    }
+
+    /// [`write_prometheus`](Self::write_prometheus) into a `String`.
+    pub fn to_prometheus(&self) -> String {
+        let snapshot = self.metrics();
+        crate::metrics::to_prometheus([(self.name(), &snapshot)])
+    }
+
+    /// Streams this connection's metrics into `w` as JSON: an array of one object named
+    /// after the connection, the same shape as a manager's export of many
+    /// ([`metrics::write_json`](crate::metrics::write_json)), so one parser reads both.
+    pub fn write_json<W: std::io::Write + ?Sized>(&self, w: &mut W) -> std::io::Result<()> {
+        crate::metrics::write_json(w, [(self.name(), self.metrics())])
+    }
+
+    /// [`write_json`](Self::write_json) into a `String`.
+    pub fn to_json(&self) -> String {
+        let snapshot = self.metrics();
+        crate::metrics::to_json([(self.name(), &snapshot)])
+    }
+
     /// The bus this supervisor publishes on.
     pub fn events(&self) -> &EventBus {
         &self.inner.shared.events

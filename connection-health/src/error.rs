@@ -24,11 +24,25 @@ pub enum HealthError {
         name: Arc<str>,
     },
     /// The manager already holds `max` connections.
-    #[error("cannot add `{name}`: the manager is at its limit of {max} connections")]
+    #[error(
+        "cannot add `{name}`: the manager is at its limit of {max} connections (setting `max_connections`)"
+    )]
     AtCapacity {
         /// The connection that was refused.
         name: Arc<str>,
         /// The configured `max_connections`.
+        max: usize,
+    },
+    /// The name is longer than the manager takes.
+    #[error(
+        "cannot add `{start}…`: its name is {len} bytes, over the limit of {max} (setting `max_name_len`)"
+    )]
+    NameTooLong {
+        /// The name's first characters (at most 32), to tell which it was.
+        start: Arc<str>,
+        /// The name's length in bytes.
+        len: usize,
+        /// The configured `max_name_len`.
         max: usize,
     },
     /// The failover group has no route with this name.
@@ -103,6 +117,7 @@ impl HealthError {
             | Self::UnknownRoute { .. }
             | Self::IoType { .. }
             | Self::ShutDown { .. }
+            | Self::NameTooLong { .. }
             | Self::Config(_) => false,
         }
     }
@@ -130,7 +145,8 @@ impl From<HealthError> for Error {
             // Naming errors are a caller's bad argument: core's Config says which one.
             HealthError::DuplicateName { .. }
             | HealthError::UnknownConnection { .. }
-            | HealthError::UnknownRoute { .. } => {
+            | HealthError::UnknownRoute { .. }
+            | HealthError::NameTooLong { .. } => {
                 Error::Config(ConfigError::new("name", e.to_string()))
             }
             HealthError::IoType { .. } => Error::Config(ConfigError::new("io", e.to_string())),
@@ -162,6 +178,15 @@ mod tests {
         }
         .into();
         assert!(e.is_retryable());
+        let too_long = HealthError::NameTooLong {
+            start: "conn".into(),
+            len: 300,
+            max: 256,
+        };
+        assert!(!too_long.is_retryable());
+        assert!(too_long.to_string().contains("max_name_len"), "{too_long}");
+        let e: Error = too_long.into();
+        assert!(matches!(&e, Error::Config(c) if c.field() == "name"), "{e}");
         let ep = Endpoint::host_port("127.0.0.1", 80).expect("valid endpoint");
         let e: Error = HealthError::RouteUnhealthy {
             group: "g".into(),

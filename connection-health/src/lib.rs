@@ -88,7 +88,9 @@ pub use events::{Failover, MonitorRestarted, PrimaryChanged};
 pub use failover::{FailoverGroup, RouteStatus};
 pub use group_builder::FailoverGroupBuilder;
 pub use link::GroupLink;
-pub use manager::{ConnectionManager, ConnectionManagerBuilder};
+pub use manager::{
+    ConnectionManager, ConnectionManagerBuilder, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_NAME_LEN,
+};
 pub use options::{ConnectionOptions, ConnectionOptionsBuilder};
 pub use report::{
     ConnectFailure, ConnectReport, ConnectionStatus, MetricsReport, ShutdownReport, Statistics,

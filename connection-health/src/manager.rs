@@ -2,10 +2,12 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use connection_core::metrics::{Rates, write_json_live, write_prometheus_live};
 use connection_core::{
     ConfigError, ConnectionState, Error, EventBus, EventFilter, EventStream, HealthStatus, IoOf,
     LatencyRecorder, Link, ShutdownOutcome, Supervise, Supervised, SupervisorHandle, Transport,
@@ -28,6 +30,28 @@ use crate::report::{
     ConnectFailure, ConnectReport, ConnectionStatus, MetricsReport, ShutdownReport, Statistics,
 };
 
+/// Connections a manager holds unless told otherwise
+/// ([`ConnectionManagerBuilder::max_connections`]).
+///
+/// A bound by default, because a manager is usually fed names from code that may run
+/// away (a name per request, per user, per retry) and each connection costs a task, a
+/// socket and a few KiB; a cap turns such a leak into an [`AtCapacity`] error rather than
+/// a process that runs out of memory or file descriptors. Ten thousand is far above what
+/// a manager of named connections usually holds (tens to hundreds) and is the scale the
+/// `manager` bench measures (memory per connection, `statistics()`, `connect_all`); raise
+/// it for a larger fleet, up to [`MAX_CONNECTIONS_LIMIT`](crate::MAX_CONNECTIONS_LIMIT).
+///
+/// [`AtCapacity`]: HealthError::AtCapacity
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// Longest connection name a manager takes, in bytes, unless told otherwise
+/// ([`ConnectionManagerBuilder::max_name_len`]).
+///
+/// A name is repeated in every event, log line and exported sample of its connection
+/// (about 25 samples in a Prometheus scrape): a 1 KiB name makes each scrape 25 KiB per
+/// connection. 256 bytes holds any host name (253) or a URL-like label.
+pub const DEFAULT_MAX_NAME_LEN: usize = 256;
+
 enum MonitorTask {
     NotStarted(mpsc::UnboundedReceiver<Cmd>),
     Running(JoinHandle<()>),
@@ -38,6 +62,9 @@ enum MonitorTask {
 pub(crate) struct Shared {
     pub(crate) bus: EventBus,
     config: ManagerConfig,
+    /// The configured `max_connections`, or [`DEFAULT_MAX_CONNECTIONS`].
+    max_connections: usize,
+    max_name_len: usize,
     entries: RwLock<HashMap<Arc<str>, Arc<Entry>>>,
     monitor_tx: mpsc::UnboundedSender<Cmd>,
     monitor: Mutex<MonitorTask>,
@@ -162,7 +189,7 @@ impl Drop for Shared {
 /// use connection_core::{EventFilter, Transport};
 /// use std::time::Duration;
 ///
-/// # async fn demo<A: Transport, B: Transport>(a: A, b: B) -> Result<(), connection_health::HealthError> {
+/// # async fn demo<A: Transport, B: Transport>(a: A, b: B) -> Result<(), Box<dyn std::error::Error>> {
 /// let manager = ConnectionManager::new();
 /// manager.add("orders", a, ConnectionOptions::default())?;
 /// manager.add("cache", b, ConnectionOptions::default())?;
@@ -173,7 +200,8 @@ impl Drop for Shared {
 /// }
 /// let stats = manager.statistics();
 /// println!("{}/{} connected", stats.connected, stats.connections);
-/// println!("{}", manager.metrics().to_prometheus());
+/// println!("{:.1} messages/s", stats.rates.messages_per_second());
+/// manager.write_prometheus(&mut std::io::stdout().lock())?;
 ///
 /// let shutdown = manager.shutdown(Duration::from_secs(5)).await;
 /// assert!(shutdown.aborted.is_empty());
@@ -195,12 +223,21 @@ impl Default for ConnectionManager {
 #[must_use]
 pub struct ConnectionManagerBuilder {
     config: crate::config::ManagerConfigBuilder,
+    max_name_len: usize,
 }
 
 impl ConnectionManagerBuilder {
-    /// Refuse to hold more than `n` connections.
+    /// Refuse to hold more than `n` connections (default [`DEFAULT_MAX_CONNECTIONS`], at
+    /// most [`MAX_CONNECTIONS_LIMIT`](crate::MAX_CONNECTIONS_LIMIT)).
     pub fn max_connections(mut self, n: usize) -> Self {
         self.config = self.config.max_connections(n);
+        self
+    }
+
+    /// Refuse names longer than `bytes` (default [`DEFAULT_MAX_NAME_LEN`]); `add` and
+    /// `attach` fail with [`HealthError::NameTooLong`].
+    pub fn max_name_len(mut self, bytes: usize) -> Self {
+        self.max_name_len = bytes;
         self
     }
 
@@ -230,7 +267,13 @@ impl ConnectionManagerBuilder {
 
     /// Validates the settings and returns the manager.
     pub fn build(self) -> Result<ConnectionManager, ConfigError> {
-        Ok(ConnectionManager::with_config(self.config.build()?))
+        if self.max_name_len == 0 {
+            return Err(ConfigError::new("max_name_len", "must be at least 1"));
+        }
+        Ok(ConnectionManager::with_config(
+            self.config.build()?,
+            self.max_name_len,
+        ))
     }
 }
 
@@ -246,27 +289,32 @@ impl ConnectionManager {
     /// A manager with the default [`ManagerConfig`]. Needs no runtime until a
     /// connection is started.
     pub fn new() -> Self {
-        Self::with_config(ManagerConfig::default())
+        Self::with_config(ManagerConfig::default(), DEFAULT_MAX_NAME_LEN)
     }
 
     /// A builder for a manager with custom settings.
     pub fn builder() -> ConnectionManagerBuilder {
         ConnectionManagerBuilder {
             config: ManagerConfig::builder(),
+            max_name_len: DEFAULT_MAX_NAME_LEN,
         }
     }
 
-    /// A manager with these settings (validated first).
+    /// A manager with these settings (validated first). A config without
+    /// `max_connections` gets [`DEFAULT_MAX_CONNECTIONS`]; names are bounded by
+    /// [`DEFAULT_MAX_NAME_LEN`].
     pub fn from_config(config: ManagerConfig) -> Result<Self, ConfigError> {
         config.validate()?;
-        Ok(Self::with_config(config))
+        Ok(Self::with_config(config, DEFAULT_MAX_NAME_LEN))
     }
 
-    fn with_config(config: ManagerConfig) -> Self {
+    fn with_config(config: ManagerConfig, max_name_len: usize) -> Self {
         let (monitor_tx, rx) = mpsc::unbounded_channel();
         Self {
             inner: Arc::new(Shared {
                 bus: EventBus::new(config.event_capacity()),
+                max_connections: config.max_connections().unwrap_or(DEFAULT_MAX_CONNECTIONS),
+                max_name_len,
                 config,
                 entries: RwLock::new(HashMap::new()),
                 monitor_tx,
@@ -285,6 +333,17 @@ impl ConnectionManager {
         &self.inner.config
     }
 
+    /// Most connections this manager holds: the configured `max_connections`, or
+    /// [`DEFAULT_MAX_CONNECTIONS`].
+    pub fn max_connections(&self) -> usize {
+        self.inner.max_connections
+    }
+
+    /// Longest name this manager takes, in bytes.
+    pub fn max_name_len(&self) -> usize {
+        self.inner.max_name_len
+    }
+
     /// Registers `transport` under `name` without connecting it; `connect_all`,
     /// `connect(name)` or a failover group starts it.
     ///
@@ -295,8 +354,10 @@ impl ConnectionManager {
     /// once, like failed probes.
     ///
     /// Fails for an empty name or invalid options ([`HealthError::Config`]), a name
-    /// already taken ([`HealthError::DuplicateName`]), a full manager
-    /// ([`HealthError::AtCapacity`]) or a shut-down one ([`HealthError::ShutDown`]).
+    /// longer than [`max_name_len`](Self::max_name_len) ([`HealthError::NameTooLong`]),
+    /// a name already taken ([`HealthError::DuplicateName`]), a full manager
+    /// ([`HealthError::AtCapacity`], see [`DEFAULT_MAX_CONNECTIONS`]) or a shut-down one
+    /// ([`HealthError::ShutDown`]).
     pub fn add<T: Transport>(
         &self,
         name: impl Into<Arc<str>>,
@@ -374,6 +435,17 @@ impl ConnectionManager {
         if name.is_empty() {
             return Err(ConfigError::new("name", "a connection needs a non-empty name").into());
         }
+        if name.len() > self.inner.max_name_len {
+            let mut end = name.len().min(32);
+            while !name.is_char_boundary(end) {
+                end -= 1;
+            }
+            return Err(HealthError::NameTooLong {
+                start: name[..end].into(),
+                len: name.len(),
+                max: self.inner.max_name_len,
+            });
+        }
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(HealthError::ShutDown { name });
         }
@@ -381,9 +453,8 @@ impl ConnectionManager {
         if entries.contains_key(&name) {
             return Err(HealthError::DuplicateName { name });
         }
-        if let Some(max) = self.inner.config.max_connections()
-            && entries.len() >= max
-        {
+        let max = self.inner.max_connections;
+        if entries.len() >= max {
             return Err(HealthError::AtCapacity { name, max });
         }
         let entry = Arc::new(make());
@@ -622,6 +693,7 @@ impl ConnectionManager {
         // per-connection ones. Boxed: 3.7 KiB is a lot for a stack frame.
         let probe_rtt = Box::new(LatencyRecorder::new());
         let request_latency = Box::new(LatencyRecorder::new());
+        let mut windows = Vec::with_capacity(entries.len());
         for entry in &entries {
             match entry.health() {
                 HealthStatus::Healthy => s.healthy += 1,
@@ -638,6 +710,9 @@ impl ConnectionManager {
             s.messages_in += m.messages_in;
             s.messages_out += m.messages_out;
             s.requests += m.requests;
+            s.failed_requests += m.failed_requests;
+            s.buffered_bytes += m.buffered_bytes.unwrap_or(0);
+            windows.push(m.window);
             s.connected_time += m.uptime;
             if let Some(recorded) = entry.metrics.recorded_probe_rtt() {
                 probe_rtt.merge_from(recorded);
@@ -648,11 +723,14 @@ impl ConnectionManager {
         }
         s.probe_rtt = probe_rtt.snapshot();
         s.request_latency = request_latency.snapshot();
+        s.rates = Rates::total(&windows);
         s
     }
 
     /// Every connection's metrics, sorted by name; export with
-    /// [`MetricsReport::to_json`] or [`MetricsReport::to_prometheus`].
+    /// [`MetricsReport::to_json`] or [`MetricsReport::to_prometheus`]. To export many
+    /// connections, [`write_prometheus`](Self::write_prometheus) and
+    /// [`write_json`](Self::write_json) stream them instead of collecting them.
     pub fn metrics(&self) -> MetricsReport {
         let mut connections: Vec<_> = self
             .inner
@@ -662,6 +740,57 @@ impl ConnectionManager {
             .collect();
         connections.sort_by(|a, b| a.0.cmp(&b.0));
         MetricsReport { connections }
+    }
+
+    /// Every connection's metrics, sorted by name, streamed into `w` as Prometheus text
+    /// labelled `connection="<name>"` (the families are listed at
+    /// [`connection_core::metrics::write_prometheus`]).
+    ///
+    /// Nothing is collected: each family reads every connection's live metrics as it is
+    /// written, so what this holds besides a 32 KiB write buffer is one pointer per
+    /// connection (to walk them in name order), whatever the names weigh. `w` can be a
+    /// file, a socket or an HTTP response body as it is. Errors are `w`'s own.
+    ///
+    /// ```no_run
+    /// # fn demo(manager: connection_health::ConnectionManager) -> std::io::Result<()> {
+    /// let mut file = std::fs::File::create("/tmp/connections.prom")?;
+    /// manager.write_prometheus(&mut file)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn write_prometheus<W: io::Write + ?Sized>(&self, w: &mut W) -> io::Result<()> {
+        let entries = self.sorted();
+        write_prometheus_live(w, entries.iter().map(|e| (&*e.name, &*e.metrics)))
+    }
+
+    /// [`write_prometheus`](Self::write_prometheus) into a `String`, which holds the
+    /// whole text: for a few connections.
+    pub fn to_prometheus(&self) -> String {
+        let mut out = Vec::new();
+        // Writing into a Vec cannot fail.
+        let _ = self.write_prometheus(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Every connection's metrics, sorted by name, streamed into `w` as a JSON array of
+    /// named snapshots ([`connection_core::metrics::write_json`]), one snapshot at a
+    /// time.
+    pub fn write_json<W: io::Write + ?Sized>(&self, w: &mut W) -> io::Result<()> {
+        let entries = self.sorted();
+        write_json_live(w, entries.iter().map(|e| (&*e.name, &*e.metrics)))
+    }
+
+    /// [`write_json`](Self::write_json) into a `String`.
+    pub fn to_json(&self) -> String {
+        let mut out = Vec::new();
+        let _ = self.write_json(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Every entry, sorted by name.
+    fn sorted(&self) -> Vec<Arc<Entry>> {
+        let mut entries = self.inner.all();
+        entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        entries
     }
 
     /// One stream of the events of every connection started by this manager, its

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use connection_core::metrics::{to_json, to_prometheus};
+use connection_core::metrics::{Rates, to_json, to_prometheus, write_json, write_prometheus};
 use connection_core::{
     ConnectionId, ConnectionState, Endpoint, HealthStatus, LatencySnapshot, MetricsSnapshot,
 };
@@ -115,7 +115,10 @@ pub struct ConnectionStatus {
 /// are merged bucket by bucket, so each p99 has the same precision as one
 /// connection's (a bucket upper bound, at most 6.25 % high). Probe round trips and
 /// request latency are kept apart: a fast ping says nothing of how slow requests are.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+///
+/// Rates are the manager's throughput: the sum of every connection's rates over its last
+/// 10 seconds ([`Rates::total`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Statistics {
     /// Registered connections.
@@ -140,8 +143,16 @@ pub struct Statistics {
     pub messages_in: u64,
     /// Messages sent, summed.
     pub messages_out: u64,
-    /// Requests, summed.
+    /// Requests, summed (failed ones included).
     pub requests: u64,
+    /// Failed requests, summed; `failed_requests / requests` is the lifetime error rate.
+    pub failed_requests: u64,
+    /// Messages, bytes and requests per second over the last 10 s, summed over every
+    /// connection, and the share of those requests that failed.
+    pub rates: Rates,
+    /// Bytes held in the connections' own buffers and queues, summed over those whose
+    /// transport reports it (see [`MetricsSnapshot::buffered_bytes`]).
+    pub buffered_bytes: u64,
     /// Probe round trips over every sample of every connection (see the type's docs).
     pub probe_rtt: LatencySnapshot,
     /// Latency of requests made on the connections (application traffic), over every
@@ -175,9 +186,19 @@ impl MetricsReport {
         to_prometheus(self.connections.iter().map(|(n, s)| (&**n, s)))
     }
 
+    /// The same text streamed into `w` (core's [`write_prometheus`]).
+    pub fn write_prometheus<W: std::io::Write + ?Sized>(&self, w: &mut W) -> std::io::Result<()> {
+        write_prometheus(w, self.connections.iter().map(|(n, s)| (&**n, s)))
+    }
+
     /// A JSON array of named snapshots (core's [`to_json`]).
     pub fn to_json(&self) -> String {
         to_json(self.connections.iter().map(|(n, s)| (&**n, s)))
+    }
+
+    /// The same JSON streamed into `w` (core's [`write_json`]).
+    pub fn write_json<W: std::io::Write + ?Sized>(&self, w: &mut W) -> std::io::Result<()> {
+        write_json(w, self.connections.iter().map(|(n, s)| (&**n, s)))
     }
 }
 

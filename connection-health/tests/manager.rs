@@ -84,6 +84,7 @@ async fn names_and_limits_are_checked() {
         "{err}"
     );
     assert!(err.is_retryable());
+    assert!(err.to_string().contains("max_connections"), "{err}");
     let core: Error = err.into();
     assert!(core.is_retryable());
 
@@ -109,6 +110,99 @@ async fn names_and_limits_are_checked() {
         matches!(&err, HealthError::Config(c) if c.field() == "close_timeout"),
         "{err}"
     );
+}
+
+#[test]
+fn a_manager_holds_10_000_connections_by_default() {
+    let manager = ConnectionManager::new();
+    assert_eq!(
+        manager.max_connections(),
+        connection_health::DEFAULT_MAX_CONNECTIONS
+    );
+    assert_eq!(manager.max_connections(), 10_000);
+    let addr = "127.0.0.1:9".parse().unwrap();
+    for i in 0..10_000 {
+        manager.add(format!("c{i}"), echo(addr), quick()).unwrap();
+    }
+    let err = manager.add("one-more", echo(addr), quick()).unwrap_err();
+    assert!(
+        matches!(err, HealthError::AtCapacity { max: 10_000, .. }),
+        "{err}"
+    );
+    // The bound is a setting, up to the configuration's own limit.
+    let larger = ConnectionManager::builder()
+        .max_connections(connection_health::MAX_CONNECTIONS_LIMIT)
+        .build()
+        .unwrap();
+    assert_eq!(
+        larger.max_connections(),
+        connection_health::MAX_CONNECTIONS_LIMIT
+    );
+}
+
+#[test]
+fn names_are_bounded_in_length() {
+    let manager = ConnectionManager::new();
+    assert_eq!(
+        manager.max_name_len(),
+        connection_health::DEFAULT_MAX_NAME_LEN
+    );
+    let addr = "127.0.0.1:9".parse().unwrap();
+    manager.add("n".repeat(256), echo(addr), quick()).unwrap();
+    // 'é' is two bytes: 129 of them are 258 bytes, and the error's excerpt must not cut
+    // one in half.
+    let long = format!("x{}", "é".repeat(128));
+    assert_eq!(long.len(), 257);
+    let err = manager.add(long.as_str(), echo(addr), quick()).unwrap_err();
+    match &err {
+        HealthError::NameTooLong { start, len, max } => {
+            assert_eq!((*len, *max), (257, 256));
+            assert!(long.starts_with(&**start) && start.len() <= 32, "{start}");
+        }
+        other => panic!("{other}"),
+    }
+    assert!(err.to_string().contains("max_name_len"), "{err}");
+    assert!(!err.is_retryable());
+    assert_eq!(manager.len(), 1);
+
+    let short = ConnectionManager::builder()
+        .max_name_len(4)
+        .build()
+        .unwrap();
+    short.add("abcd", echo(addr), quick()).unwrap();
+    let err = short.add("abcde", echo(addr), quick()).unwrap_err();
+    assert!(
+        matches!(err, HealthError::NameTooLong { len: 5, max: 4, .. }),
+        "{err}"
+    );
+    let err = ConnectionManager::builder()
+        .max_name_len(0)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "max_name_len");
+}
+
+#[tokio::test(start_paused = true)]
+async fn attach_refuses_a_name_too_long() {
+    let server = TcpEchoServer::start().await.unwrap();
+    let supervised = connection_core::Supervisor::new(echo(server.addr()))
+        .spawn()
+        .unwrap();
+    let manager = ConnectionManager::builder()
+        .max_name_len(3)
+        .build()
+        .unwrap();
+    let err = manager
+        .attach("long", &supervised, ConnectionOptions::default())
+        .unwrap_err();
+    assert!(
+        matches!(err, HealthError::NameTooLong { len: 4, .. }),
+        "{err}"
+    );
+    manager
+        .attach("abc", &supervised, ConnectionOptions::default())
+        .unwrap();
+    supervised.shutdown(Duration::from_secs(1)).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -141,12 +235,43 @@ async fn statistics_and_metrics_add_up() {
         }
     }
     tokio::time::sleep(Duration::from_secs(10)).await;
+    // Recent traffic, for the rates: 40 messages on "a" and 10 on "b" in the last
+    // seconds, and 4 requests of which 1 failed.
+    for (name, messages) in [("a", 40), ("b", 10)] {
+        let h = manager.handle(name).unwrap().unwrap();
+        h.metrics_handle().record_sent(messages, messages * 10);
+    }
+    let c = manager.handle("c").unwrap().unwrap();
+    for _ in 0..3 {
+        c.metrics_handle().record_request(ms(2));
+    }
+    c.metrics_handle().record_failed_request();
     let s = manager.statistics();
     assert_eq!(
         (s.connections, s.connected, s.healthy, s.unhealthy),
         (4, 3, 3, 0)
     );
-    assert_eq!((s.bytes_in, s.bytes_out, s.messages_in), (123, 246, 3));
+    assert_eq!(
+        (s.bytes_in, s.bytes_out, s.messages_in),
+        (123, 246 + 500, 3)
+    );
+    assert_eq!((s.requests, s.failed_requests, s.errors), (4, 1, 1));
+    // The throughput is the sum of every connection's, over its own window.
+    let windows: Vec<_> = ["a", "b", "c", "off"]
+        .iter()
+        .map(|n| manager.status(n).unwrap().metrics.window)
+        .collect();
+    assert_eq!(s.rates, connection_core::metrics::Rates::total(&windows));
+    let span = windows[0].span.as_secs_f64();
+    assert!((9.0..10.0).contains(&span), "{span}");
+    assert_eq!(s.rates.messages_out_per_second, 50.0 / span);
+    assert_eq!(s.rates.bytes_out_per_second, 500.0 / span);
+    assert_eq!(s.rates.error_rate, Some(0.25));
+    // The echo connections report their buffers (nothing is waiting); "off" never
+    // connected, so it reports none.
+    assert_eq!(s.buffered_bytes, 0);
+    assert_eq!(manager.status("a").unwrap().metrics.buffered_bytes, Some(0));
+    assert_eq!(manager.status("off").unwrap().metrics.buffered_bytes, None);
     assert_eq!(s.probe_rtt.count, 3);
     // (1 + 3 + 10) / 3 ms, exact.
     assert_eq!(s.probe_rtt.mean, Duration::from_nanos(14_000_000 / 3));
@@ -173,6 +298,10 @@ async fn statistics_and_metrics_add_up() {
     assert_eq!(merged.probe_rtt.max, ms(10));
     let json = serde_json::to_value(&s).unwrap();
     assert_eq!(json["bytes_in"], 123);
+    assert_eq!(json["failed_requests"], 1);
+    assert_eq!(json["rates"]["error_rate"], 0.25);
+    assert_eq!(json["rates"]["messages_out_per_second"], 50.0 / span);
+    assert_eq!(json["buffered_bytes"], 0);
 
     let report = manager.metrics();
     assert_eq!(report.connections.len(), 4);
@@ -195,6 +324,44 @@ async fn statistics_and_metrics_add_up() {
         })
         .sum();
     assert_eq!(bytes_in, 123.0);
+
+    // The manager streams the same text and JSON from the live metrics, without
+    // collecting snapshots first; on a paused clock nothing moves in between.
+    assert_eq!(manager.to_prometheus(), text);
+    let mut streamed = Vec::new();
+    manager.write_prometheus(&mut streamed).unwrap();
+    assert_eq!(String::from_utf8(streamed).unwrap(), text);
+    assert_eq!(manager.to_json(), report.to_json());
+    let mut streamed = Vec::new();
+    report.write_json(&mut streamed).unwrap();
+    assert_eq!(String::from_utf8(streamed).unwrap(), report.to_json());
+    // The new families are there: rates, error ratio, failed requests, buffers (only
+    // for the connections that report them).
+    let sample = |metric: &str, connection: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == metric && s.labels.get("connection") == Some(connection))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                ref other => panic!("{other:?}"),
+            })
+    };
+    assert_eq!(
+        sample("connection_messages_out_per_second", "a"),
+        Some(40.0 / span)
+    );
+    assert_eq!(sample("connection_request_error_ratio", "c"), Some(0.25));
+    assert!(
+        sample("connection_request_error_ratio", "a")
+            .unwrap()
+            .is_nan()
+    );
+    assert_eq!(sample("connection_failed_requests_total", "c"), Some(1.0));
+    assert_eq!(sample("connection_buffered_bytes", "b"), Some(0.0));
+    assert_eq!(sample("connection_buffered_bytes", "off"), None);
 
     let list = manager.list();
     assert_eq!(list.len(), 4);

@@ -4,8 +4,9 @@
 //! Each connection runs one I/O task that owns the socket. Its I/O handle,
 //! [`EchoClient`], sends requests to that task from any number of tasks, so traffic goes
 //! through a supervised connection exactly as it would with a production transport:
-//! bytes, messages and request latency land in the supervisor's metrics, and a failed
-//! request is reported as a failure on traffic.
+//! bytes, messages and request latency land in the supervisor's metrics, a failed
+//! request is reported as one (a failure on traffic, and in the error rate), and the
+//! bytes its requests hold are reported as the connection's buffers.
 //!
 //! It talks to any echo server (such as [`TcpEchoServer`](crate::TcpEchoServer)):
 //! [`probe`](Connection::probe) writes a short ping and waits for its echo, so a
@@ -169,6 +170,32 @@ struct Request {
     /// A probe is not application traffic: it is not counted as a request.
     probe: bool,
     reply: oneshot::Sender<Result<Duration, Error>>,
+    /// The payload's bytes, in the buffer figure until the request is dropped: answered,
+    /// abandoned, or dropped with the queue when the connection goes.
+    _held: Held,
+}
+
+/// Counts `n` bytes in its connection's buffer figure for as long as it lives.
+struct Held {
+    shared: Arc<Shared>,
+    n: u64,
+}
+
+impl Held {
+    fn new(shared: &Arc<Shared>, n: usize) -> Self {
+        let n = n as u64;
+        shared.buffered.fetch_add(n, Ordering::Relaxed);
+        Self {
+            shared: shared.clone(),
+            n,
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.shared.buffered.fetch_sub(self.n, Ordering::Relaxed);
+    }
 }
 
 /// What the connection, its I/O task and its clients share.
@@ -178,6 +205,10 @@ struct Shared {
     traffic: OnceLock<Traffic>,
     /// Why the connection ended; `None` while it is up.
     reason: watch::Sender<Option<DisconnectReason>>,
+    /// Bytes of this connection's requests: payloads queued for the I/O task or in their
+    /// round trip, plus the buffer the echo is read into. Not counted: the fixed 256-byte
+    /// read buffer of the idle loop, the queue's slots, the socket's kernel buffers.
+    buffered: AtomicU64,
 }
 
 impl Shared {
@@ -237,6 +268,7 @@ impl EchoClient {
             payload: payload.to_vec(),
             probe,
             reply,
+            _held: Held::new(&self.shared, payload.len()),
         };
         self.tx.send(request).await.map_err(|_| closed())?;
         // The task drops the request unanswered when the connection goes away first.
@@ -282,6 +314,7 @@ impl TcpEchoConnection {
             endpoint,
             traffic: OnceLock::new(),
             reason,
+            buffered: AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::channel(QUEUE);
         let task = tokio::spawn(io_task(stream, rx, shared.clone()));
@@ -329,7 +362,7 @@ async fn io_task(
                 };
                 let started = Instant::now();
                 let result = tokio::select! {
-                    result = round_trip(&mut stream, &request.payload, &shared.endpoint) => result,
+                    result = round_trip(&mut stream, &request.payload, &shared) => result,
                     // The caller gave up (a probe timed out): abandon the round trip, as a
                     // dropped future would. A late echo is discarded while idle, or makes
                     // the next round trip fail its comparison.
@@ -349,7 +382,7 @@ async fn io_task(
                     }
                     Err(error) => {
                         if let Some(t) = traffic && !request.probe {
-                            t.failure(error);
+                            t.request_failed(error);
                         }
                     }
                 }
@@ -380,11 +413,13 @@ async fn io_task(
 async fn round_trip(
     stream: &mut TcpStream,
     payload: &[u8],
-    endpoint: &Endpoint,
+    shared: &Arc<Shared>,
 ) -> Result<(), Error> {
+    let endpoint = &shared.endpoint;
     let io = |e| Error::io(endpoint, e);
     stream.write_all(payload).await.map_err(io)?;
     let mut back = vec![0; payload.len()];
+    let _echo = Held::new(shared, back.len());
     stream.read_exact(&mut back).await.map_err(io)?;
     if back != payload {
         return Err(Error::protocol(
@@ -402,7 +437,16 @@ impl Connection for TcpEchoConnection {
         self.client.clone()
     }
 
+    /// Records into `traffic`, and reports as the connection's buffers the bytes of its
+    /// requests waiting or in their round trip (see `Shared::buffered`).
     fn bind_traffic(&mut self, traffic: Traffic) {
+        // Weak: the metrics outlive the connection, its buffers must not.
+        let shared = Arc::downgrade(&self.shared);
+        traffic.buffers(move || {
+            shared
+                .upgrade()
+                .map_or(0, |s| s.buffered.load(Ordering::Relaxed))
+        });
         let _ = self.shared.traffic.set(traffic);
     }
 

@@ -23,7 +23,7 @@ use tokio_stream::wrappers::WatchStream;
 use tokio_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes};
 
 use crate::config::{WsConfig, WsConfigBuilder};
-use crate::connection::{ByteBudget, ClientState};
+use crate::connection::{ByteBudget, ClientState, buffer_probe};
 use crate::connection::{Hook, Outbox, Session, WsSender};
 use crate::error::WsError;
 use crate::transport::{Wiring, WsTransport};
@@ -161,6 +161,9 @@ impl WsClientBuilder {
         let (in_tx, inbound) = mpsc::channel(config.s.inbound_buffer);
         let inbound_bytes = ByteBudget::new(config.s.inbound_buffer_bytes);
         let metrics = Arc::new(ConnectionMetrics::new());
+        // From the start: messages queue up before the first connection, and while the
+        // client reconnects.
+        metrics.report_buffers(buffer_probe(&outbox, &inbound_bytes));
         let closed = Arc::new(AtomicBool::new(false));
         let client_state = ClientState::default();
         let sender = WsSender::new(
@@ -384,7 +387,7 @@ impl WsClient {
     /// Bytes of received messages waiting for [`recv`](Self::recv): at most
     /// `inbound_buffer_bytes` (16 MiB by default), or one message larger than that.
     pub fn buffered_bytes(&self) -> usize {
-        self.inbound_bytes.held()
+        usize::try_from(self.inbound_bytes.held()).unwrap_or(usize::MAX)
     }
 
     /// Why the last connection ended: the server's close code and reason
@@ -395,10 +398,49 @@ impl WsClient {
         self.handle.last_disconnect()
     }
 
-    /// Traffic (messages and bytes each way, counted when flushed or received),
-    /// reconnects, ping round trips (mean, p99) and uptime.
+    /// Traffic (messages and bytes each way, counted when flushed or received) and its
+    /// rates over the last 10 s, reconnects, ping round trips (mean, p99), uptime, and
+    /// the memory the client's buffers hold.
+    ///
+    /// `buffered_bytes` counts payload bytes: of messages sent and not yet flushed to a
+    /// socket (in the queue, which keeps them while the client reconnects, or in the
+    /// writer's current batch), and of received messages not yet taken by
+    /// [`recv`](Self::recv). It does not count what the client cannot see: tungstenite's
+    /// read buffer and a frame being assembled (up to `max_message_size`), its write
+    /// buffer, TLS records, the kernel's socket buffers, nor allocation overhead.
     pub fn metrics(&self) -> MetricsSnapshot {
         self.handle.metrics()
+    }
+
+    /// Streams the client's metrics into `w` as Prometheus text, labelled with its name
+    /// ([`SupervisorHandle::write_prometheus`]).
+    pub fn write_prometheus<W: std::io::Write + ?Sized>(&self, w: &mut W) -> std::io::Result<()> {
+        self.handle.write_prometheus(w)
+    }
+
+    /// The client's metrics as Prometheus text, labelled with its name.
+    ///
+    /// ```no_run
+    /// # use connection_transport_ws::WsClient;
+    /// # async fn demo() -> Result<(), connection_transport_ws::WsError> {
+    /// let client = WsClient::builder("ws://127.0.0.1:9000/feed").name("feed").spawn()?;
+    /// let text = client.to_prometheus();
+    /// assert!(text.contains("connection_up{connection=\"feed\"}"));
+    /// # Ok(()) }
+    /// ```
+    pub fn to_prometheus(&self) -> String {
+        self.handle.to_prometheus()
+    }
+
+    /// Streams the client's metrics into `w` as JSON, named after it
+    /// ([`SupervisorHandle::write_json`]).
+    pub fn write_json<W: std::io::Write + ?Sized>(&self, w: &mut W) -> std::io::Result<()> {
+        self.handle.write_json(w)
+    }
+
+    /// The client's metrics as JSON, named after it.
+    pub fn to_json(&self) -> String {
+        self.handle.to_json()
     }
 
     /// The supervised connection: the untyped handle plus a link to the current

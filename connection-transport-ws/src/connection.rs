@@ -71,6 +71,9 @@ where
 pub(crate) struct ByteBudget {
     sem: tokio::sync::Semaphore,
     max: usize,
+    /// Bytes of the messages waiting for the consumer, exactly (the permits count a
+    /// message over the whole bound as the bound).
+    held: AtomicU64,
 }
 
 impl ByteBudget {
@@ -80,6 +83,7 @@ impl ByteBudget {
         Arc::new(Self {
             sem: tokio::sync::Semaphore::new(max),
             max,
+            held: AtomicU64::new(0),
         })
     }
 
@@ -101,6 +105,7 @@ impl ByteBudget {
             .await
         {
             permit.forget();
+            self.held.fetch_add(msg.len() as u64, Ordering::Relaxed);
         }
     }
 
@@ -108,13 +113,15 @@ impl ByteBudget {
     pub(crate) fn give(&self, msg: &Message) {
         let n = self.cost(msg);
         if n > 0 {
+            self.held.fetch_sub(msg.len() as u64, Ordering::Relaxed);
             self.sem.add_permits(n);
         }
     }
 
-    /// Bytes held by messages waiting for the consumer.
-    pub(crate) fn held(&self) -> usize {
-        self.max - self.sem.available_permits()
+    /// Bytes of the received messages waiting for the consumer, exactly (one message
+    /// over the bound counts in full).
+    pub(crate) fn held(&self) -> u64 {
+        self.held.load(Ordering::Relaxed)
     }
 }
 
@@ -123,6 +130,8 @@ pub(crate) struct Outbox {
     rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Message>>>,
     /// Messages accepted by `send` and not yet flushed (or lost with a connection).
     pending: AtomicUsize,
+    /// Their payload bytes, for the buffer figure.
+    pending_bytes: AtomicU64,
     idle: Notify,
 }
 
@@ -132,12 +141,23 @@ impl Outbox {
         let outbox = Arc::new(Self {
             rx: Arc::new(tokio::sync::Mutex::new(rx)),
             pending: AtomicUsize::new(0),
+            pending_bytes: AtomicU64::new(0),
             idle: Notify::new(),
         });
         (tx, outbox)
     }
 
-    fn done(&self, n: usize) {
+    /// A message of `bytes` bytes was accepted into the queue.
+    fn accepted(&self, bytes: usize) {
+        self.pending_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        self.pending.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn done(&self, n: usize, bytes: u64) {
+        if bytes > 0 {
+            self.pending_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        }
         if n > 0 && self.pending.fetch_sub(n, Ordering::AcqRel) == n {
             self.idle.notify_waiters();
         }
@@ -297,7 +317,7 @@ impl WsSender {
                     // A supervisor that is gone left the state it had: Closed at the latest.
                     () = self.client_over() => return Err(self.client_refusal().unwrap_or_else(shutdown)),
                 };
-                self.outbox.pending.fetch_add(1, Ordering::AcqRel);
+                self.outbox.accepted(msg.len());
                 permit.send(msg);
                 Ok(())
             }
@@ -317,7 +337,7 @@ impl WsSender {
                 endpoint: self.endpoint.clone(),
             },
         })?;
-        self.outbox.pending.fetch_add(1, Ordering::AcqRel);
+        self.outbox.accepted(msg.len());
         permit.send(msg);
         Ok(())
     }
@@ -452,6 +472,9 @@ pub(crate) struct IoParts {
 
 /// Starts the I/O task of an established WebSocket and returns its connection handle.
 pub(crate) fn spawn_io(ws: Ws, parts: IoParts) -> WsConnection {
+    parts
+        .metrics
+        .report_buffers(buffer_probe(&parts.outbox, &parts.inbound_bytes));
     let (reason, reason_rx) = watch::channel(None);
     let shared = Arc::new(IoShared {
         endpoint: parts.endpoint,
@@ -593,14 +616,17 @@ async fn write_loop(
                 // Taken from the queue: settled when the guard drops, whether the batch
                 // was flushed, failed, or the task was aborted mid-write (a writer cut off
                 // by `close()` must not leave `flushed()` waiting forever).
-                let mut in_flight = InFlight { outbox, count: 1 };
-                let mut bytes = first.len();
+                let mut in_flight = InFlight {
+                    outbox,
+                    count: 1,
+                    bytes: first.len() as u64,
+                };
                 let mut result = sink.feed(first).await;
                 if let Some(rx) = queue.as_mut() {
                     while result.is_ok() && in_flight.count < MAX_BATCH {
                         let Ok(next) = rx.try_recv() else { break };
                         in_flight.count += 1;
-                        bytes += next.len();
+                        in_flight.bytes += next.len() as u64;
                         result = sink.feed(next).await;
                     }
                 }
@@ -608,13 +634,10 @@ async fn write_loop(
                     Ok(()) => sink.flush().await,
                     Err(e) => Err(e),
                 };
-                let count = in_flight.count;
+                let (count, bytes) = (in_flight.count, in_flight.bytes);
                 drop(in_flight);
                 match result {
-                    Ok(()) => {
-                        shared.metrics().add_messages_out(count as u64);
-                        shared.metrics().add_bytes_out(bytes as u64);
-                    }
+                    Ok(()) => shared.metrics().record_sent(count as u64, bytes),
                     Err(e) => {
                         return WriterEnd::Failed(WsError::from_stream(&shared.endpoint, e));
                     }
@@ -665,11 +688,30 @@ async fn settle(inbound: &mpsc::Sender<Message>, outbox: &Outbox, limit: Duratio
 struct InFlight<'a> {
     outbox: &'a Outbox,
     count: usize,
+    bytes: u64,
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.outbox.done(self.count);
+        self.outbox.done(self.count, self.bytes);
+    }
+}
+
+/// What a WebSocket connection or client reports as its buffers
+/// ([`ConnectionMetrics::report_buffers`]): the payload bytes of messages accepted by a
+/// send and not yet flushed to the socket (queued, or in the writer's batch), plus those
+/// of received messages waiting for the application. Weak references: the metrics
+/// outlive both, and must not keep them alive.
+pub(crate) fn buffer_probe(
+    outbox: &Arc<Outbox>,
+    inbound: &Arc<ByteBudget>,
+) -> impl Fn() -> u64 + Send + Sync + 'static {
+    let (outbox, inbound) = (Arc::downgrade(outbox), Arc::downgrade(inbound));
+    move || {
+        let queued = outbox
+            .upgrade()
+            .map_or(0, |o| o.pending_bytes.load(Ordering::Relaxed));
+        queued.saturating_add(inbound.upgrade().map_or(0, |b| b.held()))
     }
 }
 
@@ -705,8 +747,7 @@ async fn read_loop(
         let next = stream.next().await;
         match next {
             Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
-                shared.metrics().add_messages_in(1);
-                shared.metrics().add_bytes_in(msg.len() as u64);
+                shared.metrics().record_received(1, msg.len() as u64);
                 if let Some(p) = permit.take() {
                     // Bounded in bytes too: while the consumer holds too much, the socket
                     // is not read (one message, at most the configured maximum, waits
@@ -880,11 +921,11 @@ impl Connection for WsConnection {
         self.sender.clone()
     }
 
-    /// From now on, messages and bytes are recorded into `traffic`. What a standalone
-    /// connection counted before (its `on_connect` hook's messages) is carried over; a
-    /// client's connections already record into the client's metrics, which are the
-    /// supervisor's.
+    /// From now on, messages and bytes are recorded into `traffic`, and the bytes held in
+    /// the outbound queue and the inbound buffer are reported as its buffers. What the
+    /// connection counted before (its `on_connect` hook's messages) is carried over.
     fn bind_traffic(&mut self, traffic: Traffic) {
+        traffic.buffers(buffer_probe(&self.sender.outbox, &self.inbound_bytes));
         let own = &self.shared.own_metrics;
         let carry = !Arc::ptr_eq(own, traffic.metrics());
         if self.shared.bound.set(traffic.clone()).is_ok() && carry {

@@ -21,7 +21,10 @@
 //! connection's writer takes the queue's lock while it lives, so messages wait in order
 //! during a reconnect; each reader pushes into the inbound channel and stops reading the
 //! socket when it is full, so a slow consumer slows the server down (TCP backpressure)
-//! instead of growing memory.
+//! instead of growing memory. What those two hold is the client's memory figure:
+//! `metrics().buffered_bytes`, the payload bytes of sent messages not yet flushed to a
+//! socket plus received ones not yet taken (see [`WsClient::metrics`] for what it cannot
+//! count).
 //!
 //! The price of that backpressure: while the reader is paused, nothing else is read
 //! either, pongs and server pings included (they queue behind the unread messages). A

@@ -50,6 +50,7 @@ const BENCH_GROUPS: &[(&str, &str, &str)] = &[
     ("ws", "connection-transport-ws", "ws"),
     ("manager", "connection-health", "manager"),
     ("manager", "connection-health", "storm"),
+    ("manager", "connection-health", "export"),
 ];
 
 fn main() -> ExitCode {

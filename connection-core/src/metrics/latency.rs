@@ -226,6 +226,11 @@ impl LatencyRecorder {
             .fetch_max(other.max_nanos.load(Relaxed), Relaxed);
     }
 
+    /// The largest value recorded, without a pass over the buckets.
+    pub(crate) fn max(&self) -> Duration {
+        Duration::from_nanos(self.max_nanos.load(Relaxed))
+    }
+
     /// Forgets everything recorded. Values recorded concurrently with a reset may be
     /// partly kept (e.g. in the count but not the sum).
     pub fn reset(&self) {
