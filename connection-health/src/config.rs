@@ -21,6 +21,9 @@ pub const MAX_CONNECT_CONCURRENCY: usize = 1 << 16;
 /// The most connections a manager may be allowed to hold.
 pub const MAX_CONNECTIONS_LIMIT: usize = 10_000_000;
 
+/// The longest name limit a manager may be given, in bytes.
+pub const MAX_NAME_LEN_LIMIT: usize = 64 * 1024;
+
 /// The health check's variables, as the manager reads them (a passive check unless
 /// `CONNECTION_HEALTH_INTERVAL_MS` is set).
 #[derive(serde::Deserialize)]
@@ -68,7 +71,7 @@ impl HealthVars {
 /// Settings of a [`ConnectionManager`](crate::ConnectionManager).
 ///
 /// Serde form (every field optional, durations in milliseconds):
-/// `{"max_connections": null, "connect_concurrency": 256, "connect_deadline_ms": 30000,
+/// `{"max_connections": 10000, "max_name_len": 256, "connect_concurrency": 256, "connect_deadline_ms": 30000,
 /// "event_capacity": 1024, "health": {...}}` (see [`HealthCheck`] for `health`).
 /// From the environment: the `CONNECTION_MANAGER_*` variables of [`ManagerConfig::ENV`]
 /// and the health check's `CONNECTION_HEALTH_*` of [`ManagerConfig::HEALTH_ENV`].
@@ -88,13 +91,14 @@ impl HealthVars {
 /// assert_eq!(err.field(), "connect_concurrency");
 ///
 /// let env = ManagerConfig::from_vars([("CONNECTION_MANAGER_MAX_CONNECTIONS", "5")])?;
-/// assert_eq!(env.max_connections(), Some(5));
+/// assert_eq!(env.max_connections(), 5);
 /// # Ok::<(), connection_core::ConfigError>(())
 /// ```
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ManagerConfig {
-    max_connections: Option<usize>,
+    max_connections: usize,
+    max_name_len: usize,
     connect_concurrency: usize,
     #[serde(rename = "connect_deadline_ms", with = "ms")]
     connect_deadline: Duration,
@@ -103,11 +107,13 @@ pub struct ManagerConfig {
 }
 
 impl Default for ManagerConfig {
-    /// No connection limit, 256 connects at once, 30 s for `connect_all`, an event bus
-    /// of 1024 slots, passive health signals only ([`HealthCheck::passive`]).
+    /// At most 10,000 connections with names of at most 256 bytes, 256 connects at once,
+    /// 30 s for `connect_all`, an event bus of 1024 slots, passive health signals only
+    /// ([`HealthCheck::passive`]).
     fn default() -> Self {
         Self {
-            max_connections: None,
+            max_connections: crate::manager::DEFAULT_MAX_CONNECTIONS,
+            max_name_len: crate::manager::DEFAULT_MAX_NAME_LEN,
             connect_concurrency: 256,
             connect_deadline: Duration::from_secs(30),
             event_capacity: 1024,
@@ -131,8 +137,14 @@ impl ManagerConfig {
             EnvVar::new(
                 "CONNECTION_MANAGER_MAX_CONNECTIONS",
                 "max_connections",
-                "null",
-                "most connections the manager holds (null = no limit)",
+                "10000",
+                "most connections the manager holds",
+            ),
+            EnvVar::new(
+                "CONNECTION_MANAGER_MAX_NAME_LEN",
+                "max_name_len",
+                "256",
+                "longest connection name, bytes",
             ),
             EnvVar::new(
                 "CONNECTION_MANAGER_CONNECT_CONCURRENCY",
@@ -225,9 +237,16 @@ impl ManagerConfig {
         })
     }
 
-    /// Most connections the manager holds; `None` for no limit.
-    pub fn max_connections(&self) -> Option<usize> {
+    /// Most connections the manager holds (default
+    /// [`DEFAULT_MAX_CONNECTIONS`](crate::DEFAULT_MAX_CONNECTIONS), 10,000).
+    pub fn max_connections(&self) -> usize {
         self.max_connections
+    }
+
+    /// Longest name a connection may have, in bytes (default
+    /// [`DEFAULT_MAX_NAME_LEN`](crate::DEFAULT_MAX_NAME_LEN), 256).
+    pub fn max_name_len(&self) -> usize {
+        self.max_name_len
     }
 
     /// Connect attempts `connect_all` runs at once.
@@ -252,9 +271,12 @@ impl ManagerConfig {
 
     /// Checks every field, naming the first bad one.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(n) = self.max_connections {
-            require_in_range("max_connections", n, 1..=MAX_CONNECTIONS_LIMIT)?;
-        }
+        require_in_range(
+            "max_connections",
+            self.max_connections,
+            1..=MAX_CONNECTIONS_LIMIT,
+        )?;
+        require_in_range("max_name_len", self.max_name_len, 1..=MAX_NAME_LEN_LIMIT)?;
         require_in_range(
             "connect_concurrency",
             self.connect_concurrency,
@@ -278,9 +300,15 @@ pub struct ManagerConfigBuilder {
 }
 
 impl ManagerConfigBuilder {
-    /// Refuse to hold more than `n` connections.
+    /// Refuse to hold more than `n` connections (default 10,000).
     pub fn max_connections(mut self, n: usize) -> Self {
-        self.config.max_connections = Some(n);
+        self.config.max_connections = n;
+        self
+    }
+
+    /// Refuse names longer than `bytes` (default 256).
+    pub fn max_name_len(mut self, bytes: usize) -> Self {
+        self.config.max_name_len = bytes;
         self
     }
 

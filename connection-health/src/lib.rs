@@ -80,8 +80,8 @@ mod report;
 
 pub use check::{CheckFn, CheckFuture, HealthCheck, HealthCheckBuilder};
 pub use config::{
-    ENV_PREFIX, MAX_CONNECT_CONCURRENCY, MAX_CONNECTIONS_LIMIT, MAX_EVENT_CAPACITY, ManagerConfig,
-    ManagerConfigBuilder,
+    ENV_PREFIX, MAX_CONNECT_CONCURRENCY, MAX_CONNECTIONS_LIMIT, MAX_EVENT_CAPACITY,
+    MAX_NAME_LEN_LIMIT, ManagerConfig, ManagerConfigBuilder,
 };
 pub use error::HealthError;
 pub use events::{Failover, MonitorRestarted, PrimaryChanged};

@@ -223,7 +223,6 @@ impl Default for ConnectionManager {
 #[must_use]
 pub struct ConnectionManagerBuilder {
     config: crate::config::ManagerConfigBuilder,
-    max_name_len: usize,
 }
 
 impl ConnectionManagerBuilder {
@@ -237,7 +236,7 @@ impl ConnectionManagerBuilder {
     /// Refuse names longer than `bytes` (default [`DEFAULT_MAX_NAME_LEN`]); `add` and
     /// `attach` fail with [`HealthError::NameTooLong`].
     pub fn max_name_len(mut self, bytes: usize) -> Self {
-        self.max_name_len = bytes;
+        self.config = self.config.max_name_len(bytes);
         self
     }
 
@@ -267,13 +266,7 @@ impl ConnectionManagerBuilder {
 
     /// Validates the settings and returns the manager.
     pub fn build(self) -> Result<ConnectionManager, ConfigError> {
-        if self.max_name_len == 0 {
-            return Err(ConfigError::new("max_name_len", "must be at least 1"));
-        }
-        Ok(ConnectionManager::with_config(
-            self.config.build()?,
-            self.max_name_len,
-        ))
+        Ok(ConnectionManager::with_config(self.config.build()?))
     }
 }
 
@@ -289,32 +282,29 @@ impl ConnectionManager {
     /// A manager with the default [`ManagerConfig`]. Needs no runtime until a
     /// connection is started.
     pub fn new() -> Self {
-        Self::with_config(ManagerConfig::default(), DEFAULT_MAX_NAME_LEN)
+        Self::with_config(ManagerConfig::default())
     }
 
     /// A builder for a manager with custom settings.
     pub fn builder() -> ConnectionManagerBuilder {
         ConnectionManagerBuilder {
             config: ManagerConfig::builder(),
-            max_name_len: DEFAULT_MAX_NAME_LEN,
         }
     }
 
-    /// A manager with these settings (validated first). A config without
-    /// `max_connections` gets [`DEFAULT_MAX_CONNECTIONS`]; names are bounded by
-    /// [`DEFAULT_MAX_NAME_LEN`].
+    /// A manager with these settings (validated first).
     pub fn from_config(config: ManagerConfig) -> Result<Self, ConfigError> {
         config.validate()?;
-        Ok(Self::with_config(config, DEFAULT_MAX_NAME_LEN))
+        Ok(Self::with_config(config))
     }
 
-    fn with_config(config: ManagerConfig, max_name_len: usize) -> Self {
+    fn with_config(config: ManagerConfig) -> Self {
         let (monitor_tx, rx) = mpsc::unbounded_channel();
         Self {
             inner: Arc::new(Shared {
                 bus: EventBus::new(config.event_capacity()),
-                max_connections: config.max_connections().unwrap_or(DEFAULT_MAX_CONNECTIONS),
-                max_name_len,
+                max_connections: config.max_connections(),
+                max_name_len: config.max_name_len(),
                 config,
                 entries: RwLock::new(HashMap::new()),
                 monitor_tx,

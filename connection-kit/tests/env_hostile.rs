@@ -118,13 +118,12 @@ async fn core_and_manager_settings_refuse_or_run() {
     let health_and_manager = |section: EnvSection| {
         sweep(section, ManagerConfig::from_vars, move |cfg| async move {
             let manager = ConnectionManager::from_config(cfg).unwrap();
-            let _link = manager
-                .add(
-                    "echo",
-                    TcpEchoTransport::new(addr).unwrap(),
-                    ConnectionOptions::default(),
-                )
-                .unwrap();
+            // A name longer than a (hostile) max_name_len is refused, not a panic.
+            let _link = manager.add(
+                "echo",
+                TcpEchoTransport::new(addr).unwrap(),
+                ConnectionOptions::default(),
+            );
             let _ = tokio::time::timeout(Duration::from_secs(1), manager.connect_all()).await;
             manager.shutdown(Duration::from_millis(500)).await;
         })
