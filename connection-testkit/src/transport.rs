@@ -260,8 +260,18 @@ impl EchoClient {
     }
 
     async fn request(&self, payload: &[u8], probe: bool) -> Result<Duration, Error> {
-        let closed = || Error::Closed {
-            endpoint: self.shared.endpoint.clone(),
+        // A request the connection is gone for is a failed request like one that fails on
+        // the wire (the I/O task counts those), whichever side noticed first.
+        let closed = || {
+            let error = Error::Closed {
+                endpoint: self.shared.endpoint.clone(),
+            };
+            if let Some(t) = self.shared.traffic.get()
+                && !probe
+            {
+                t.request_failed(&error);
+            }
+            error
         };
         let (reply, rx) = oneshot::channel();
         let request = Request {
