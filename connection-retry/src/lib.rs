@@ -55,6 +55,7 @@ mod env;
 pub mod events;
 mod ext;
 pub mod limit;
+mod refusal;
 pub mod retry;
 
 pub use backoff::{BackoffStrategy, Jitter};
@@ -64,4 +65,8 @@ pub use classify::Classify;
 pub use events::EventSink;
 pub use ext::ResilienceExt;
 pub use limit::{KeyedRateLimiter, Quota, RateLimiter};
-pub use retry::{RetryBudget, RetryPolicy};
+pub use retry::{RetryBudget, RetryPolicy, TimeLimit, TimedOut};
+
+// Core's refusal, at a short path: it is what the policies hand to the caller's error
+// type through `From<Rejected>`, so users name it in their own code.
+pub use connection_core::{RejectReason, Rejected};

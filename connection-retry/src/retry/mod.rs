@@ -78,6 +78,8 @@ mod transport;
 
 pub use budget::{RetryBudget, RetryBudgetBuilder};
 pub use error::{ConnectPhase, TimeLimit, TimedOut};
-pub use policy::{DEFAULT_RETRY_AFTER_CAP, RetryOn, RetryPolicy, RetryPolicyBuilder};
+pub use policy::{
+    DEFAULT_RETRY_AFTER_CAP, RetryOn, RetryPolicy, RetryPolicyBuilder, RetryWhen, Timed, Untimed,
+};
 pub use retry_after::parse_retry_after;
 pub use transport::Retry;
