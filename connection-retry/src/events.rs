@@ -202,7 +202,10 @@ mod tests {
             event(CircuitOpened::new(Duration::MAX).into()),
             "breaker users-api: open until reset (isolated)"
         );
-        assert_eq!(event(CircuitHalfOpen.into()), "breaker users-api: half-open");
+        assert_eq!(
+            event(CircuitHalfOpen.into()),
+            "breaker users-api: half-open"
+        );
         assert_eq!(event(CircuitClosed.into()), "breaker users-api: closed");
         assert_eq!(
             event(Retrying::new(2, Duration::from_millis(50), "busy".into()).into()),
@@ -215,6 +218,9 @@ mod tests {
         // A connection's own events keep their id.
         let id = ConnectionId::next();
         let connected = Event::new(id, "users-api".into(), EventKind::Connected).to_string();
-        assert!(connected.starts_with(&format!("[{id}] users-api: ")), "{connected}");
+        assert!(
+            connected.starts_with(&format!("[{id}] users-api: ")),
+            "{connected}"
+        );
     }
 }

@@ -46,7 +46,12 @@ pub(crate) struct Hint {
 /// A refusal by this crate's policies: noted, then returned.
 pub(crate) fn refuse(reason: RejectReason, retry_after: Option<Duration>) -> Rejected {
     NOTED.with(|n| n.set(n.get().wrapping_add(1)));
-    LAST.with(|l| l.set(Some(Hint { reason, retry_after })));
+    LAST.with(|l| {
+        l.set(Some(Hint {
+            reason,
+            retry_after,
+        }))
+    });
     let r = Rejected::new(reason);
     match retry_after {
         Some(after) => r.retry_after(after),

@@ -13,15 +13,17 @@
 //!
 //! ```text
 //!   hash(key) ──► shard (RwLock) ──► index: HashTable<slot number>
-//!                                    slots: [key, hash, tat] × at most `cap`
+//!                                    slots: [key, hash, tat]
 //!                                    hand:  where the next eviction probe starts
+//!   used: slots in all shards together, at most `max_keys`
 //! ```
 //!
 //! - **A tracked key** is found under the shard's read lock and its permit is taken
 //!   with one compare-and-swap on its `tat` (theoretical arrival time); other keys
 //!   never enter the picture, so a tracked key is never refused for their sake.
-//! - **A new key** takes the write lock. Below the shard's share of `max_keys` it gets
-//!   a new slot. At the bound, the hand (a clock, as in page replacement) looks at no
+//! - **A new key** takes the write lock. Below `max_keys` (counted over the whole
+//!   table: shards fill unevenly, and a fixed share each would refuse keys early) it
+//!   gets a new slot. At the bound, its shard's hand (a clock, as in page replacement) looks at no
 //!   more than `PROBES` slots from where it stopped last and reuses the first whose
 //!   bucket is full again (`tat <= now`): such a key's state is the same as a new
 //!   key's, so forgetting it loses nothing. When none of those slots is free the new key
@@ -31,16 +33,14 @@
 //!   other slots.
 //!
 //! Memory is bounded: at most `max_keys` slots in all, each a key, its hash and its
-//! `tat`, plus the index's 4 bytes and control byte per slot. Slots are allocated as
-//! keys arrive and kept for reuse; [`KeyedRateLimiter::prune`] gives them back.
-//! Keys are spread over shards by hash, each shard holding an equal share of
-//! `max_keys`, so near the bound a new key can be refused while another shard still
-//! has room.
+//! `tat`, plus the index's 4 bytes and control byte per slot (and the index's spare
+//! capacity). Slots are allocated as keys arrive and kept for reuse;
+//! [`KeyedRateLimiter::prune`] gives them back.
 
 use std::fmt;
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use connection_core::{RejectReason, Rejected};
@@ -56,7 +56,8 @@ use crate::refusal;
 /// Slots a new key may look at for one to reuse when its shard is full.
 const PROBES: usize = 8;
 
-/// Fewest slots per shard: below that, sharding would mostly make room run out early.
+/// Fewest keys per shard at the bound: a new key only looks for room in its own
+/// shard, so shards that hold few keys would turn it away while others have room.
 const MIN_SHARD_SLOTS: usize = 256;
 
 /// Most shards: enough to keep writers of new keys on different locks.
@@ -81,9 +82,9 @@ const MAX_SHARDS: usize = 64;
 /// - Memory: one slot per tracked key (the key, its hash and 8 bytes of state, plus
 ///   about 5 bytes of index), allocated as keys arrive and reused after, so at most
 ///   `max_keys` slots. [`prune`](Self::prune) gives back the slots of idle keys.
-///   Keys are spread over up to 64 shards by hash, each with an equal share of
-///   `max_keys` (at least 256), so near the bound a new key may be refused while
-///   another shard still has room.
+///   Keys are spread over up to 64 shards by hash (locks of their own, so new keys
+///   in different shards do not wait for each other); at the bound a new key can only
+///   take a place in its own shard.
 ///
 /// ```
 /// use connection_retry::limit::{LimitMode, Quota, RateLimiter};
@@ -226,6 +227,9 @@ struct Padded<T>(T);
 /// The keys and their states. Nanoseconds throughout, on the limiter's clock.
 pub(super) struct Table<K> {
     shards: Box<[Padded<RwLock<Shard<K>>>]>,
+    /// Slots in use, all shards together: never more than `max_keys`.
+    used: Padded<AtomicUsize>,
+    max_keys: usize,
     hasher: RandomState,
     /// Emission interval: time between two permits.
     t: u64,
@@ -237,10 +241,11 @@ struct Shard<K> {
     /// Slot numbers, by their key's hash.
     index: HashTable<u32>,
     slots: Vec<Slot<K>>,
-    /// This shard's share of `max_keys`.
-    cap: usize,
     /// Where the next eviction probe starts.
     hand: usize,
+    /// Slots looked at for room so far, for tests of the work a check does.
+    #[cfg(test)]
+    looked: usize,
 }
 
 struct Slot<K> {
@@ -262,20 +267,21 @@ impl<K: Hash + Eq + Clone> Table<K> {
         // A power of two, so the shard is a mask of the hash.
         let n = 1usize << wanted.ilog2();
         let shards = (0..n)
-            .map(|i| {
-                // Shares differ by at most one and add up to `max_keys` exactly.
-                let cap = max_keys / n + usize::from(i < max_keys % n);
+            .map(|_| {
                 Padded(RwLock::new(Shard {
                     index: HashTable::new(),
                     slots: Vec::new(),
-                    cap,
                     hand: 0,
+                    #[cfg(test)]
+                    looked: 0,
                 }))
             })
             .collect();
         let t = nanos(quota.interval()).max(1);
         Self {
             shards,
+            used: Padded(AtomicUsize::new(0)),
+            max_keys,
             hasher: RandomState::new(),
             t,
             tau: t.saturating_mul(u64::from(quota.burst()) - 1),
@@ -305,8 +311,19 @@ impl<K: Hash + Eq + Clone> Table<K> {
             return self.take(&s.slots[i as usize].tat, now);
         }
         // A new key's bucket is full: its first permit is always there.
-        let tat = AtomicU64::new(now.saturating_add(self.t));
-        s.insert(key, hash, tat, now)
+        let slot = Slot {
+            key: key.clone(),
+            hash,
+            tat: AtomicU64::new(now.saturating_add(self.t)),
+        };
+        // Room anywhere in the table is room for this shard: shards fill unevenly,
+        // and a fixed share each would refuse keys well before `max_keys`.
+        if self.used.0.fetch_add(1, Ordering::Relaxed) < self.max_keys {
+            s.push(slot);
+            return Ok(());
+        }
+        self.used.0.fetch_sub(1, Ordering::Relaxed);
+        s.replace(slot, now)
     }
 
     /// GCRA (as governor computes it) on one key's state.
@@ -326,61 +343,70 @@ impl<K: Hash + Eq + Clone> Table<K> {
     }
 
     pub(super) fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.0.read().slots.len()).sum()
+        self.used.0.load(Ordering::Relaxed)
     }
 
     fn prune(&self, now: u64) {
         for shard in &*self.shards {
-            shard.0.write().prune(now);
+            let dropped = shard.0.write().prune(now);
+            self.used.0.fetch_sub(dropped, Ordering::Relaxed);
         }
     }
 }
 
 impl<K: Hash + Eq + Clone> Shard<K> {
-    /// Adds a key not in the shard, in a new slot or in place of a key whose bucket is
-    /// full again.
-    fn insert(&mut self, key: &K, hash: u64, tat: AtomicU64, now: u64) -> Result<(), Refused> {
-        let slot = Slot {
-            key: key.clone(),
-            hash,
-            tat,
-        };
-        let Self {
-            index,
-            slots,
-            cap,
-            hand,
-        } = self;
-        if slots.len() < *cap {
-            // `cap` is at most `max_keys`, which `build_keyed` keeps within u32.
-            let i = slots.len() as u32;
-            slots.push(slot);
-            index.insert_unique(hash, i, |&j| slots[j as usize].hash);
-            return Ok(());
+    /// Adds a key not in the shard, in a new slot.
+    fn push(&mut self, slot: Slot<K>) {
+        let Self { index, slots, .. } = self;
+        // Slot numbers stay below `max_keys`, which the builder keeps within u32.
+        let i = slots.len() as u32;
+        let hash = slot.hash;
+        slots.push(slot);
+        index.insert_unique(hash, i, |&j| slots[j as usize].hash);
+    }
+
+    /// Adds a key not in the shard in place of one whose bucket is full again, looking
+    /// at `PROBES` slots at most, from the hand on.
+    fn replace(&mut self, slot: Slot<K>, now: u64) -> Result<(), Refused> {
+        let len = self.slots.len();
+        #[cfg(test)]
+        {
+            self.looked += PROBES.min(len);
         }
-        let len = slots.len();
+        let Self {
+            index, slots, hand, ..
+        } = self;
         let mut soonest = u64::MAX;
         for _ in 0..PROBES.min(len) {
-            let i = *hand;
-            *hand = if i + 1 == len { 0 } else { i + 1 };
+            let i = if *hand < len { *hand } else { 0 };
+            *hand = i + 1;
             let old = slots[i].tat.load(Ordering::Acquire);
             if old <= now {
                 if let Ok(entry) = index.find_entry(slots[i].hash, |&j| j as usize == i) {
                     entry.remove();
                 }
+                let hash = slot.hash;
                 slots[i] = slot;
                 index.insert_unique(hash, i as u32, |&j| slots[j as usize].hash);
                 return Ok(());
             }
             soonest = soonest.min(old);
         }
-        Err(Refused::NoRoom(Duration::from_nanos(
-            soonest.saturating_sub(now).max(1),
-        )))
+        // An empty shard in a full table has nothing to give; its keys will find room
+        // once another shard's key is pruned. Otherwise: when the first looked-at slot
+        // frees up.
+        let wait = if soonest == u64::MAX {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_nanos(soonest.saturating_sub(now).max(1))
+        };
+        Err(Refused::NoRoom(wait))
     }
 
-    /// Drops every key whose bucket is full again, and the memory they held.
-    fn prune(&mut self, now: u64) {
+    /// Drops every key whose bucket is full again, and the memory they held; returns
+    /// how many.
+    fn prune(&mut self, now: u64) -> usize {
+        let before = self.slots.len();
         self.slots.retain(|s| s.tat.load(Ordering::Acquire) > now);
         self.slots.shrink_to_fit();
         self.index = HashTable::with_capacity(self.slots.len());
@@ -389,6 +415,7 @@ impl<K: Hash + Eq + Clone> Shard<K> {
                 .insert_unique(s.hash, i as u32, |&j| self.slots[j as usize].hash);
         }
         self.hand = 0;
+        before - self.slots.len()
     }
 }
 
@@ -403,12 +430,18 @@ mod tests {
     const SECOND: u64 = 1_000_000_000;
 
     #[test]
-    fn shares_add_up_to_max_keys() {
-        for max in [1, 10, 255, 256, 1_000, 100_000, 1_000_003] {
+    fn the_table_fills_to_max_keys_exactly_whatever_the_sharding() {
+        for max in [1, 10, 255, 256, 1_000, 100_000] {
+            // Keys that owe a second: none can make room for another.
             let t = table(max);
-            let caps: usize = t.shards.iter().map(|s| s.0.read().cap).sum();
-            assert_eq!(caps, max, "{max}");
-            assert!(t.shards.len().is_power_of_two());
+            assert!(t.shards.len().is_power_of_two() && t.shards.len() <= MAX_SHARDS);
+            let admitted = (0..max as u32 + 100)
+                .filter(|k| t.check(k, 0).is_ok())
+                .count();
+            assert_eq!(admitted, max, "{max}");
+            assert_eq!(t.len(), max);
+            let slots: usize = t.shards.iter().map(|s| s.0.read().slots.len()).sum();
+            assert_eq!(slots, max);
         }
     }
 
@@ -436,6 +469,56 @@ mod tests {
             t.check(&9, SECOND),
             Err(Refused::NoPermit(Duration::from_secs(1)))
         );
+    }
+
+    #[test]
+    fn a_new_key_looks_at_a_bounded_number_of_slots_whatever_the_table_size() {
+        for max in [1_000, 100_000] {
+            let t = table(max);
+            for k in 0..max as u32 {
+                t.check(&k, 0).unwrap();
+            }
+            let looked =
+                |t: &Table<u32>| -> usize { t.shards.iter().map(|s| s.0.read().looked).sum() };
+            for k in 0..100 {
+                let key = max as u32 + k;
+                assert!(matches!(t.check(&key, 1), Err(Refused::NoRoom(_))));
+            }
+            // Each refused key looked at PROBES slots, never the whole table.
+            assert_eq!(looked(&t), 100 * PROBES, "{max}");
+        }
+    }
+
+    #[test]
+    fn concurrent_floods_keep_the_index_and_the_bound_right() {
+        let t = Arc::new(table(1_000));
+        let threads: Vec<_> = (0..4u32)
+            .map(|n| {
+                let t = t.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20_000u32 {
+                        // A shared tracked key, and new keys whose time moves on, so
+                        // that some find room and some do not.
+                        let _ = t.check(&0, u64::from(i) * SECOND / 1_000);
+                        let _ = t.check(&(n * 1_000_000 + i + 1), u64::from(i) * SECOND / 1_000);
+                    }
+                })
+            })
+            .collect();
+        for th in threads {
+            th.join().unwrap();
+        }
+        assert_eq!(t.len(), 1_000);
+        for shard in &*t.shards {
+            let s = shard.0.read();
+            assert_eq!(s.index.len(), s.slots.len());
+            for (i, slot) in s.slots.iter().enumerate() {
+                let found = s
+                    .index
+                    .find(slot.hash, |&j| s.slots[j as usize].key == slot.key);
+                assert_eq!(found.copied(), Some(i as u32));
+            }
+        }
     }
 
     #[test]

@@ -63,8 +63,8 @@ use crate::events::RateLimited;
 use crate::refusal::refuse;
 
 pub use clock::{LimiterClock, LimiterInstant};
-pub use keyed::KeyedRateLimiter;
 pub use config::{LimitModeConfig, RateLimitConfig};
+pub use keyed::KeyedRateLimiter;
 pub use quota::Quota;
 pub use transport::{KeyedRateLimit, RateLimit};
 

@@ -637,9 +637,15 @@ impl<L> RetryPolicy<L> {
         let mut retry: u32 = 0;
         loop {
             retry = retry.saturating_add(1);
-            let Some(delay) =
-                inner.plan(&err, noted, judge, retry, &mut backoff, deadline, connect_phase)
-            else {
+            let Some(delay) = inner.plan(
+                &err,
+                noted,
+                judge,
+                retry,
+                &mut backoff,
+                deadline,
+                connect_phase,
+            ) else {
                 return Err(err);
             };
             inner.announce(&err, retry, delay);
@@ -697,10 +703,7 @@ impl Inner {
                         ))))
                     }
                     Err(_) => Err(Failure::Attempt(
-                        timed_out(TimedOut::new(
-                            TimeLimit::Attempt,
-                            limit.unwrap_or_default(),
-                        )),
+                        timed_out(TimedOut::new(TimeLimit::Attempt, limit.unwrap_or_default())),
                         None,
                     )),
                 }
@@ -720,7 +723,8 @@ impl Inner {
         deadline: Option<Instant>,
         connect_phase: Option<fn(&E) -> bool>,
     ) -> Option<Duration> {
-        if !judge.retryable(err) || connect_phase.is_some_and(|reached_nothing| !reached_nothing(err))
+        if !judge.retryable(err)
+            || connect_phase.is_some_and(|reached_nothing| !reached_nothing(err))
         {
             return None;
         }
@@ -922,7 +926,11 @@ mod tests {
             "attempt_timeout"
         );
         assert_eq!(
-            field(RetryPolicy::builder().retry_after_cap(Duration::ZERO).timed()),
+            field(
+                RetryPolicy::builder()
+                    .retry_after_cap(Duration::ZERO)
+                    .timed()
+            ),
             "retry_after_cap"
         );
     }
