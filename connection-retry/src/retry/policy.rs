@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use connection_core::{Backoff, ConfigError, Endpoint, Error};
+use futures::FutureExt;
 use tokio::time::Instant;
 
 use super::{ConnectPhase, RetryBudget, TimeLimit, TimedOut};
@@ -271,7 +272,7 @@ pub struct RetryPolicy<L = Untimed> {
     limits: PhantomData<fn() -> L>,
 }
 
-struct Inner {
+pub(super) struct Inner {
     backoff: BackoffStrategy,
     budget: Option<RetryBudget>,
     max_elapsed: Option<Duration>,
@@ -284,7 +285,7 @@ struct Inner {
 }
 
 /// Why an attempt failed, as far as the loop is concerned.
-enum Failure<E> {
+pub(super) enum Failure<E> {
     /// The operation failed (or hit the per-attempt timeout): maybe retry. With the
     /// refusal the failing poll made, if it made one.
     Attempt(E, Option<Hint>),
@@ -408,8 +409,7 @@ impl RetryPolicy {
         E: Classify + Display + 'static,
     {
         let judge = self.classify();
-        self.execute(op, &judge, None, None::<fn(TimedOut) -> E>)
-            .await
+        self.execute(op, &judge, None, NoCut).await
     }
 
     /// Like [`run`](Self::run) for an operation that must not be applied twice (a
@@ -422,13 +422,8 @@ impl RetryPolicy {
         E: Classify + Display + ConnectPhase + 'static,
     {
         let judge = self.classify();
-        self.execute(
-            op,
-            &judge,
-            Some(E::is_connect_phase),
-            None::<fn(TimedOut) -> E>,
-        )
-        .await
+        self.execute(op, &judge, Some(E::is_connect_phase), NoCut)
+            .await
     }
 }
 
@@ -487,7 +482,7 @@ impl RetryPolicy<Timed> {
         E: Classify + Display + From<TimedOut> + 'static,
     {
         let judge = self.classify();
-        self.execute(op, &judge, None, Some(<E as From<TimedOut>>::from))
+        self.execute(op, &judge, None, CutWith(<E as From<TimedOut>>::from))
             .await
     }
 
@@ -504,7 +499,7 @@ impl RetryPolicy<Timed> {
             op,
             &judge,
             Some(E::is_connect_phase),
-            Some(<E as From<TimedOut>>::from),
+            CutWith(<E as From<TimedOut>>::from),
         )
         .await
     }
@@ -601,38 +596,70 @@ impl<L> RetryPolicy<L> {
     }
 
     /// The loop behind every entry point. `connect_phase` is set for non-idempotent
-    /// runs; `timed_out` turns a cut attempt into the caller's error type, and is
-    /// `None` only for [`Untimed`] policies, which have no limit to cut with.
-    pub(super) async fn execute<T, E, F, Fut, J, M>(
+    /// runs; `cut` bounds attempts in time ([`NoCut`] for [`Untimed`] policies, which
+    /// have no limit, so that their runs carry no timer).
+    pub(super) async fn execute<T, E, F, Fut, J, C>(
         &self,
         mut op: F,
         judge: &J,
         connect_phase: Option<fn(&E) -> bool>,
-        timed_out: Option<M>,
+        cut: C,
     ) -> Result<T, E>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
         E: Display + 'static,
         J: Judge<E>,
-        M: Fn(TimedOut) -> E,
+        C: Cut<E>,
     {
         let inner = &*self.inner;
         if let Some(budget) = &inner.budget {
             budget.deposit();
         }
-        let timed_out = timed_out.as_ref();
         // The first attempt reads no clock unless a deadline needs it, allocates
         // nothing and touches no shared state: the common case costs almost nothing.
-        let deadline = inner
-            .max_elapsed
-            .filter(|_| timed_out.is_some())
-            .and_then(|limit| Instant::now().checked_add(limit));
-        let (mut err, mut noted) = match inner.attempt(op(), deadline, timed_out).await {
+        let deadline = cut.deadline(inner);
+        let (err, noted) = match cut.attempt(inner, op(), deadline).await {
             Ok(value) => return Ok(value),
             Err(Failure::Deadline(e)) => return Err(e),
             Err(Failure::Attempt(e, noted)) => (e, noted),
         };
+        // Boxed: the retries' state (backoff, timer, the next attempt) would otherwise
+        // be part of every run's future, and every run that succeeds at once would move
+        // it around for nothing (it doubled the cost of a first-attempt success). A run
+        // that got here sleeps for milliseconds; one allocation is nothing next to that.
+        let retries = Retries {
+            inner,
+            judge,
+            connect_phase,
+            cut: &cut,
+            deadline,
+        };
+        Box::pin(retries.run(op, err, noted)).await
+    }
+}
+
+/// What the retries of one run need, after its first attempt failed.
+struct Retries<'a, J, C, E> {
+    inner: &'a Inner,
+    judge: &'a J,
+    connect_phase: Option<fn(&E) -> bool>,
+    cut: &'a C,
+    deadline: Option<Instant>,
+}
+
+impl<J, C, E> Retries<'_, J, C, E>
+where
+    E: Display + 'static,
+    J: Judge<E>,
+    C: Cut<E>,
+{
+    async fn run<T, F, Fut>(self, mut op: F, mut err: E, mut noted: Option<Hint>) -> Result<T, E>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let inner = self.inner;
         let mut backoff = None;
         let mut retry: u32 = 0;
         loop {
@@ -640,17 +667,17 @@ impl<L> RetryPolicy<L> {
             let Some(delay) = inner.plan(
                 &err,
                 noted,
-                judge,
+                self.judge,
                 retry,
                 &mut backoff,
-                deadline,
-                connect_phase,
+                self.deadline,
+                self.connect_phase,
             ) else {
                 return Err(err);
             };
             inner.announce(&err, retry, delay);
             tokio::time::sleep(delay).await;
-            (err, noted) = match inner.attempt(op(), deadline, timed_out).await {
+            (err, noted) = match self.cut.attempt(inner, op(), self.deadline).await {
                 Ok(value) => return Ok(value),
                 Err(Failure::Deadline(e)) => return Err(e),
                 Err(Failure::Attempt(e, noted)) => (e, noted),
@@ -659,26 +686,80 @@ impl<L> RetryPolicy<L> {
     }
 }
 
+/// How a run bounds its attempts in time.
+pub(super) trait Cut<E> {
+    /// When the whole run must end, if it must; read once, at its start.
+    fn deadline(&self, inner: &Inner) -> Option<Instant>;
+
+    /// One attempt, with the refusal its failing poll made.
+    fn attempt<T, Fut>(
+        &self,
+        inner: &Inner,
+        fut: Fut,
+        deadline: Option<Instant>,
+    ) -> impl Future<Output = Result<T, Failure<E>>>
+    where
+        Fut: Future<Output = Result<T, E>>;
+}
+
+/// Attempts run as long as they take: [`Untimed`] policies have no limit.
+pub(super) struct NoCut;
+
+impl<E> Cut<E> for NoCut {
+    fn deadline(&self, _: &Inner) -> Option<Instant> {
+        None
+    }
+
+    fn attempt<T, Fut>(
+        &self,
+        _: &Inner,
+        fut: Fut,
+        _: Option<Instant>,
+    ) -> impl Future<Output = Result<T, Failure<E>>>
+    where
+        Fut: Future<Output = Result<T, E>>,
+    {
+        Watched::new(fut).map(|r| r.map_err(|(e, noted)| Failure::Attempt(e, noted)))
+    }
+}
+
+/// Attempts are cut at the policy's limits, and the cut reported through the function.
+pub(super) struct CutWith<M>(pub(super) M);
+
+impl<E, M: Fn(TimedOut) -> E> Cut<E> for CutWith<M> {
+    fn deadline(&self, inner: &Inner) -> Option<Instant> {
+        inner
+            .max_elapsed
+            .and_then(|limit| Instant::now().checked_add(limit))
+    }
+
+    fn attempt<T, Fut>(
+        &self,
+        inner: &Inner,
+        fut: Fut,
+        deadline: Option<Instant>,
+    ) -> impl Future<Output = Result<T, Failure<E>>>
+    where
+        Fut: Future<Output = Result<T, E>>,
+    {
+        inner.attempt(fut, deadline, &self.0)
+    }
+}
+
 impl Inner {
-    /// Runs one attempt within the per-attempt timeout and the deadline. Without
-    /// `timed_out` there is nothing to report a cut with, so nothing is cut (only
-    /// [`Untimed`] policies, which have no limits, pass none).
+    /// Runs one attempt within the per-attempt timeout and the deadline.
     async fn attempt<T, E, Fut>(
         &self,
         fut: Fut,
         deadline: Option<Instant>,
-        timed_out: Option<&impl Fn(TimedOut) -> E>,
+        timed_out: &impl Fn(TimedOut) -> E,
     ) -> Result<T, Failure<E>>
     where
         Fut: Future<Output = Result<T, E>>,
     {
         let fut = Watched::new(fut);
         let attempt_failed = |(e, noted)| Failure::Attempt(e, noted);
-        let (limit, timed_out) = match timed_out {
-            Some(timed_out) => (self.attempt_timeout, timed_out),
-            None => return fut.await.map_err(attempt_failed),
-        };
-        match (limit, deadline) {
+        match (self.attempt_timeout, deadline) {
             (None, None) => fut.await.map_err(attempt_failed),
             (Some(limit), None) => match tokio::time::timeout(limit, fut).await {
                 Ok(result) => result.map_err(attempt_failed),
@@ -820,9 +901,7 @@ impl<P> RetryWhen<'_, Untimed, P> {
         P: Fn(&E) -> bool,
     {
         let judge = ByClosure(self.retryable);
-        self.policy
-            .execute(op, &judge, None, None::<fn(TimedOut) -> E>)
-            .await
+        self.policy.execute(op, &judge, None, NoCut).await
     }
 }
 
@@ -838,7 +917,7 @@ impl<P> RetryWhen<'_, Timed, P> {
     {
         let judge = ByClosure(self.retryable);
         self.policy
-            .execute(op, &judge, None, Some(<E as From<TimedOut>>::from))
+            .execute(op, &judge, None, CutWith(<E as From<TimedOut>>::from))
             .await
     }
 }
@@ -884,7 +963,7 @@ impl<L> RetryOn<'_, L> {
                 op,
                 &judge,
                 None,
-                Some(|t: TimedOut| E::from(t.into_error(endpoint))),
+                CutWith(|t: TimedOut| E::from(t.into_error(endpoint))),
             )
             .await
     }
@@ -904,7 +983,7 @@ impl<L> RetryOn<'_, L> {
                 op,
                 &judge,
                 Some(E::is_connect_phase),
-                Some(|t: TimedOut| E::from(t.into_error(endpoint))),
+                CutWith(|t: TimedOut| E::from(t.into_error(endpoint))),
             )
             .await
     }

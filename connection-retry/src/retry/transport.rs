@@ -3,6 +3,7 @@
 use connection_core::Operation;
 use connection_core::{Endpoint, Error, Transport};
 
+use super::policy::CutWith;
 use super::{RetryPolicy, TimedOut, Untimed};
 
 /// A [`Transport`] whose [`connect`](Transport::connect) is retried by a
@@ -67,7 +68,7 @@ impl<T: Transport, L: Send + Sync + 'static> Transport for Retry<T, L> {
                 || self.inner.connect(),
                 &self.policy.classify(),
                 None,
-                Some(|t: TimedOut| Error::timeout(endpoint, Operation::Connect, t.after())),
+                CutWith(|t: TimedOut| Error::timeout(endpoint, Operation::Connect, t.after())),
             )
             .await
     }
