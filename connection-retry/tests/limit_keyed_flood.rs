@@ -11,7 +11,7 @@ const MAX_KEYS: usize = 1_000;
 
 /// One call a minute per key, with a burst of `burst`.
 fn limiter(burst: u32) -> KeyedRateLimiter<u64> {
-    RateLimiter::builder(Quota::per_minute(1, burst).unwrap())
+    RateLimiter::builder(Quota::per_minute(1, burst).expect("valid quota"))
         .mode(LimitMode::FailFast)
         .max_keys(MAX_KEYS)
         .build_keyed()

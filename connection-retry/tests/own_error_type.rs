@@ -64,7 +64,7 @@ fn breaker() -> CircuitBreaker {
         .consecutive_failures(2)
         .wait(BREAKER_WAIT)
         .build()
-        .unwrap()
+        .expect("valid breaker")
 }
 
 fn retry(bus: &EventBus) -> RetryPolicy {
@@ -73,7 +73,7 @@ fn retry(bus: &EventBus) -> RetryPolicy {
             BackoffStrategy::fixed(BACKOFF)
                 .max_retries(5)
                 .build()
-                .unwrap(),
+                .expect("valid backoff"),
         )
         // Exactly two retries' worth: a refused attempt drawing on it would end the run.
         .budget(
@@ -81,11 +81,11 @@ fn retry(bus: &EventBus) -> RetryPolicy {
                 .min_per_sec(0)
                 .ratio(2.0)
                 .build()
-                .unwrap(),
+                .expect("valid budget"),
         )
         .events(EventSink::named(bus.clone(), "users-api"))
         .build()
-        .unwrap()
+        .expect("valid policy")
 }
 
 /// When each real call started; the first two fail, the rest succeed.
@@ -96,13 +96,13 @@ struct Backend {
 
 impl Backend {
     fn call<E>(&self, started: Instant, busy: E) -> Result<u32, E> {
-        let mut calls = self.calls.lock().unwrap();
+        let mut calls = self.calls.lock().expect("not poisoned");
         calls.push(started.elapsed());
         if calls.len() <= 2 { Err(busy) } else { Ok(7) }
     }
 
     fn times(&self) -> Vec<Duration> {
-        self.calls.lock().unwrap().clone()
+        self.calls.lock().expect("not poisoned").clone()
     }
 }
 

@@ -664,15 +664,7 @@ where
         let mut retry: u32 = 0;
         loop {
             retry = retry.saturating_add(1);
-            let Some(delay) = inner.plan(
-                &err,
-                noted,
-                self.judge,
-                retry,
-                &mut backoff,
-                self.deadline,
-                self.connect_phase,
-            ) else {
+            let Some(delay) = self.plan(&err, noted, retry, &mut backoff) else {
                 return Err(err);
             };
             inner.announce(&err, retry, delay);
@@ -683,6 +675,58 @@ where
                 Err(Failure::Attempt(e, noted)) => (e, noted),
             };
         }
+    }
+
+    /// The wait before retry number `retry` after `err` (whose attempt noted the
+    /// refusal `noted`, if any), or `None` to give up.
+    fn plan(
+        &self,
+        err: &E,
+        noted: Option<Hint>,
+        retry: u32,
+        backoff: &mut Option<BackoffStrategy>,
+    ) -> Option<Duration> {
+        let inner = self.inner;
+        if !self.judge.retryable(err)
+            || self
+                .connect_phase
+                .is_some_and(|reached_nothing| !reached_nothing(err))
+        {
+            return None;
+        }
+        // Each run gets its own random stream, so concurrent runs do not jitter in step.
+        let backoff = backoff.get_or_insert_with(|| {
+            inner
+                .backoff
+                .fork(inner.runs.fetch_add(1, Ordering::Relaxed))
+        });
+        let core_error = (err as &dyn Any).downcast_ref::<Error>();
+        let computed = backoff.next_delay(retry, core_error)?;
+        // The error's own word first; else the refusal's, which the caller's error type
+        // may not carry (see `refusal.rs`).
+        let asked = self
+            .judge
+            .retry_after(err)
+            .or_else(|| noted.and_then(|hint| hint.retry_after));
+        let delay = asked.map_or(computed, |asked| asked.min(inner.retry_after_cap));
+        if let Some(deadline) = self.deadline {
+            if Instant::now()
+                .checked_add(delay)
+                .is_none_or(|resume| resume >= deadline)
+            {
+                tracing::debug!(?delay, "not retrying: the wait would pass the deadline");
+                return None;
+            }
+        }
+        if noted.is_none() && !self.judge.is_refusal(err) {
+            if let Some(budget) = &inner.budget {
+                if !budget.withdraw() {
+                    tracing::debug!("not retrying: retry budget exhausted");
+                    return None;
+                }
+            }
+        }
+        Some(delay)
     }
 }
 
@@ -790,54 +834,6 @@ impl Inner {
                 }
             }
         }
-    }
-
-    /// The wait before retry number `retry` after `err` (whose attempt noted the
-    /// refusal `noted`, if any), or `None` to give up.
-    fn plan<E: 'static>(
-        &self,
-        err: &E,
-        noted: Option<Hint>,
-        judge: &impl Judge<E>,
-        retry: u32,
-        backoff: &mut Option<BackoffStrategy>,
-        deadline: Option<Instant>,
-        connect_phase: Option<fn(&E) -> bool>,
-    ) -> Option<Duration> {
-        if !judge.retryable(err)
-            || connect_phase.is_some_and(|reached_nothing| !reached_nothing(err))
-        {
-            return None;
-        }
-        // Each run gets its own random stream, so concurrent runs do not jitter in step.
-        let backoff = backoff
-            .get_or_insert_with(|| self.backoff.fork(self.runs.fetch_add(1, Ordering::Relaxed)));
-        let core_error = (err as &dyn Any).downcast_ref::<Error>();
-        let computed = backoff.next_delay(retry, core_error)?;
-        // The error's own word first; else the refusal's, which the caller's error type
-        // may not carry (see `refusal.rs`).
-        let asked = judge
-            .retry_after(err)
-            .or_else(|| noted.and_then(|hint| hint.retry_after));
-        let delay = asked.map_or(computed, |asked| asked.min(self.retry_after_cap));
-        if let Some(deadline) = deadline {
-            if Instant::now()
-                .checked_add(delay)
-                .is_none_or(|resume| resume >= deadline)
-            {
-                tracing::debug!(?delay, "not retrying: the wait would pass the deadline");
-                return None;
-            }
-        }
-        if noted.is_none() && !judge.is_refusal(err) {
-            if let Some(budget) = &self.budget {
-                if !budget.withdraw() {
-                    tracing::debug!("not retrying: retry budget exhausted");
-                    return None;
-                }
-            }
-        }
-        Some(delay)
     }
 
     fn announce<E: Display>(&self, err: &E, retry: u32, delay: Duration) {
