@@ -1,7 +1,10 @@
 //! Where policies report what they do, and the events they report: extension events
 //! ([`connection_core::ExtensionEvent`]) on the same bus as connection events. Select
 //! them with `EventFilter::extensions([CircuitOpened::NAME, ...])`, read them with
-//! `event.kind.downcast_ref::<CircuitOpened>()`.
+//! `event.kind.downcast_ref::<CircuitOpened>()`. Each names its source, so a whole
+//! event displays as what published it: `breaker users-api: open for 5s`,
+//! `retry policy users-api: retrying (attempt 2 in 100ms) after: ...`,
+//! `rate limiter users-api: no permit for 20ms`.
 
 use std::fmt;
 use std::sync::Arc;
