@@ -8,7 +8,9 @@
 //!
 //! Keyed limiters under a key flood (`keyed_limiter_*`): a table already holding
 //! `MAX_KEYS` keys, then either one tracked key checked over and over
-//! (`keyed_limiter_tracked`) or a new key on every check (`keyed_limiter_flood`: the
+//! (`keyed_limiter_tracked`: its state stays in the CPU's cache), every tracked key in
+//! a scattered order (`keyed_limiter_tracked_scattered`: as cold in the cache as a new
+//! key's place) or a new key on every check (`keyed_limiter_flood`: the
 //! tracked keys are idle, their quota full again, so a new key can take a place;
 //! `keyed_limiter_flood_busy`: every tracked key still owes time, as with a quota of one
 //! call a minute, so new keys find no place). Both sides read the TSC clock (ours
@@ -52,10 +54,25 @@ type GovernorKeyed = governor::RateLimiter<u64, DefaultKeyedStateStore<u64>, Def
 /// What a keyed run checks.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Keys {
-    /// Key 0, tracked, always with a permit.
+    /// Key 0, tracked, always with a permit: its state stays in the CPU's cache.
     Tracked,
+    /// Tracked keys in a scattered order, each with a permit: like a flood's keys,
+    /// their state is rarely in the cache.
+    TrackedScattered,
     /// A key never seen before, every time.
     Flood,
+}
+
+impl Keys {
+    fn key(self, n: u64) -> u64 {
+        match self {
+            Self::Tracked => 0,
+            // A multiplicative scramble: every tracked key, in no order the prefetcher
+            // can follow.
+            Self::TrackedScattered => n.wrapping_mul(0x9E37_79B9_7F4A_7C15) % MAX_KEYS,
+            Self::Flood => n,
+        }
+    }
 }
 
 /// A quota whose keys are idle again right after a call (`busy = false`), or one whose
@@ -94,8 +111,7 @@ fn keyed_ours(busy: bool, keys: Keys) -> (f64, usize) {
     let shared = limiter.clone();
     let ns = time_threads(1, KEYED_OPS, move || {
         let n = next.fetch_add(1, Ordering::Relaxed);
-        let key = if keys == Keys::Flood { n } else { 0 };
-        black_box(shared.check_key(&key).is_ok());
+        black_box(shared.check_key(&keys.key(n)).is_ok());
     });
     // The tracked key was never refused, whatever the flood did.
     assert!(limiter.check_key(&0).is_ok());
@@ -121,8 +137,7 @@ fn keyed_governor(busy: bool, keys: Keys) -> (f64, usize) {
                 last_retain.store(now, Ordering::Relaxed);
             }
         }
-        let key = if keys == Keys::Flood { n } else { 0 };
-        black_box(shared.check_key(&key).is_ok());
+        black_box(shared.check_key(&keys.key(n)).is_ok());
     });
     (ns, limiter.len())
 }
@@ -150,17 +165,26 @@ fn keyed_flood() {
         "{{\"bench\":\"keyed_limiter_tracked\",\"unit\":\"ns/op\",\"ours\":{tracked:.2},\"peer\":\"governor\",\"peer_value\":{peer_tracked:.2},\"ratio\":{:.3}}}",
         peer_tracked / tracked
     );
+    let (scattered, peer_scattered, ..) = keyed_figure(false, Keys::TrackedScattered);
+    eprintln!(
+        "keyed_limiter_tracked_scattered ({MAX_KEYS} keys): ours {scattered:.1} ns/op, governor {peer_scattered:.1} ns/op"
+    );
+    println!(
+        "{{\"bench\":\"keyed_limiter_tracked_scattered\",\"unit\":\"ns/op\",\"ours\":{scattered:.2},\"peer\":\"governor\",\"peer_value\":{peer_scattered:.2},\"ratio\":{:.3}}}",
+        peer_scattered / scattered
+    );
     for (name, busy) in [
         ("keyed_limiter_flood", false),
         ("keyed_limiter_flood_busy", true),
     ] {
         let (flood, peer_flood, ours_keys, peer_keys) = keyed_figure(busy, Keys::Flood);
         let over = flood / tracked;
+        let over_scattered = flood / scattered;
         eprintln!(
-            "{name}: ours {flood:.1} ns/op ({over:.2}x the tracked-key check, {ours_keys} keys after), governor {peer_flood:.1} ns/op ({peer_keys} keys after)"
+            "{name}: ours {flood:.1} ns/op ({over:.2}x the tracked-key check, {over_scattered:.2}x the scattered one; {ours_keys} keys after), governor {peer_flood:.1} ns/op ({peer_keys} keys after)"
         );
         println!(
-            "{{\"bench\":\"{name}\",\"unit\":\"ns/op\",\"ours\":{flood:.2},\"peer\":\"governor\",\"peer_value\":{peer_flood:.2},\"ratio\":{:.3},\"ours_tracked\":{tracked:.2},\"flood_over_tracked\":{over:.3},\"ours_keys\":{ours_keys},\"peer_keys\":{peer_keys}}}",
+            "{{\"bench\":\"{name}\",\"unit\":\"ns/op\",\"ours\":{flood:.2},\"peer\":\"governor\",\"peer_value\":{peer_flood:.2},\"ratio\":{:.3},\"ours_tracked\":{tracked:.2},\"flood_over_tracked\":{over:.3},\"ours_tracked_scattered\":{scattered:.2},\"flood_over_tracked_scattered\":{over_scattered:.3},\"ours_keys\":{ours_keys},\"peer_keys\":{peer_keys}}}",
             peer_flood / flood
         );
     }

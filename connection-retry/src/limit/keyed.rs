@@ -12,16 +12,19 @@
 //! # The table
 //!
 //! ```text
-//!   hash(key) ──► shard (RwLock) ──► index: HashTable<slot number>
+//!   hash(key) ──► shard (Mutex) ──► index: HashTable<slot number>
 //!                                    slots: [key, hash, tat]
 //!                                    hand:  where the next eviction probe starts
 //!   used: slots in all shards together, at most `max_keys`
 //! ```
 //!
-//! - **A tracked key** is found under the shard's read lock and its permit is taken
-//!   with one compare-and-swap on its `tat` (theoretical arrival time); other keys
-//!   never enter the picture, so a tracked key is never refused for their sake.
-//! - **A new key** takes the write lock. Below `max_keys` (counted over the whole
+//! - **A tracked key** is found under its shard's lock and its permit taken by moving
+//!   its `tat` (theoretical arrival time) on; other keys never enter the picture, so a
+//!   tracked key is never refused for their sake.
+//! - **A new key** is added under the same lock, after the same lookup: a mutex rather
+//!   than a read-write lock, because a read lock first and a write lock after a miss
+//!   made a new key cost two lock round trips and two lookups (the flood case), while
+//!   the sections are a few dozen nanoseconds either way. Below `max_keys` (counted over the whole
 //!   table: shards fill unevenly, and a fixed share each would refuse keys early) it
 //!   gets a new slot. At the bound, its shard's hand (a clock, as in page replacement) looks at no
 //!   more than `PROBES` slots from where it stopped last and reuses the first whose
@@ -40,13 +43,13 @@
 use std::fmt;
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use connection_core::{RejectReason, Rejected};
 use governor::clock::Clock;
 use hashbrown::HashTable;
-use parking_lot::RwLock;
+use parking_lot::Mutex;
 
 use super::clock::LimiterClock;
 use super::{Policy, Quota};
@@ -226,7 +229,7 @@ struct Padded<T>(T);
 
 /// The keys and their states. Nanoseconds throughout, on the limiter's clock.
 pub(super) struct Table<K> {
-    shards: Box<[Padded<RwLock<Shard<K>>>]>,
+    shards: Box<[Padded<Mutex<Shard<K>>>]>,
     /// Slots in use, all shards together: never more than `max_keys`.
     used: Padded<AtomicUsize>,
     max_keys: usize,
@@ -253,7 +256,7 @@ struct Slot<K> {
     hash: u64,
     /// Theoretical arrival time (GCRA): the key has a permit when `now >= tat - tau`,
     /// and its bucket is full again once `tat <= now`.
-    tat: AtomicU64,
+    tat: u64,
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -268,7 +271,7 @@ impl<K: Hash + Eq + Clone> Table<K> {
         let n = 1usize << wanted.ilog2();
         let shards = (0..n)
             .map(|_| {
-                Padded(RwLock::new(Shard {
+                Padded(Mutex::new(Shard {
                     index: HashTable::new(),
                     slots: Vec::new(),
                     hand: 0,
@@ -288,7 +291,7 @@ impl<K: Hash + Eq + Clone> Table<K> {
         }
     }
 
-    fn shard(&self, hash: u64) -> &RwLock<Shard<K>> {
+    fn shard(&self, hash: u64) -> &Mutex<Shard<K>> {
         // Bits the index does not use: hashbrown takes the bucket from the low bits and
         // its tag from the top seven.
         let i = (hash >> 32) as usize & (self.shards.len() - 1);
@@ -298,48 +301,38 @@ impl<K: Hash + Eq + Clone> Table<K> {
     /// Takes a permit for `key` at `now`.
     pub(super) fn check(&self, key: &K, now: u64) -> Result<(), Refused> {
         let hash = self.hasher.hash_one(key);
-        let shard = self.shard(hash);
-        {
-            let s = shard.read();
-            if let Some(&i) = s.index.find(hash, |&i| s.slots[i as usize].key == *key) {
-                return self.take(&s.slots[i as usize].tat, now);
-            }
-        }
-        let mut s = shard.write();
-        // Another caller may have added it between the two locks.
+        let mut guard = self.shard(hash).lock();
+        let s = &mut *guard;
         if let Some(&i) = s.index.find(hash, |&i| s.slots[i as usize].key == *key) {
-            return self.take(&s.slots[i as usize].tat, now);
+            return self.take(&mut s.slots[i as usize].tat, now);
         }
         // A new key's bucket is full: its first permit is always there.
         let slot = Slot {
             key: key.clone(),
             hash,
-            tat: AtomicU64::new(now.saturating_add(self.t)),
+            tat: now.saturating_add(self.t),
         };
         // Room anywhere in the table is room for this shard: shards fill unevenly,
-        // and a fixed share each would refuse keys well before `max_keys`.
-        if self.used.0.fetch_add(1, Ordering::Relaxed) < self.max_keys {
-            s.push(slot);
-            return Ok(());
+        // and a fixed share each would refuse keys well before `max_keys`. Loaded
+        // first: a full table (the flood case) then costs no write to the shared count.
+        if self.used.0.load(Ordering::Relaxed) < self.max_keys {
+            if self.used.0.fetch_add(1, Ordering::Relaxed) < self.max_keys {
+                s.push(slot);
+                return Ok(());
+            }
+            self.used.0.fetch_sub(1, Ordering::Relaxed);
         }
-        self.used.0.fetch_sub(1, Ordering::Relaxed);
         s.replace(slot, now)
     }
 
     /// GCRA (as governor computes it) on one key's state.
-    fn take(&self, tat: &AtomicU64, now: u64) -> Result<(), Refused> {
-        let mut current = tat.load(Ordering::Acquire);
-        loop {
-            let earliest = current.saturating_sub(self.tau);
-            if now < earliest {
-                return Err(Refused::NoPermit(Duration::from_nanos(earliest - now)));
-            }
-            let next = current.max(now).saturating_add(self.t);
-            match tat.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return Ok(()),
-                Err(seen) => current = seen,
-            }
+    fn take(&self, tat: &mut u64, now: u64) -> Result<(), Refused> {
+        let earliest = tat.saturating_sub(self.tau);
+        if now < earliest {
+            return Err(Refused::NoPermit(Duration::from_nanos(earliest - now)));
         }
+        *tat = (*tat).max(now).saturating_add(self.t);
+        Ok(())
     }
 
     pub(super) fn len(&self) -> usize {
@@ -348,7 +341,7 @@ impl<K: Hash + Eq + Clone> Table<K> {
 
     fn prune(&self, now: u64) {
         for shard in &*self.shards {
-            let dropped = shard.0.write().prune(now);
+            let dropped = shard.0.lock().prune(now);
             self.used.0.fetch_sub(dropped, Ordering::Relaxed);
         }
     }
@@ -380,7 +373,7 @@ impl<K: Hash + Eq + Clone> Shard<K> {
         for _ in 0..PROBES.min(len) {
             let i = if *hand < len { *hand } else { 0 };
             *hand = i + 1;
-            let old = slots[i].tat.load(Ordering::Acquire);
+            let old = slots[i].tat;
             if old <= now {
                 if let Ok(entry) = index.find_entry(slots[i].hash, |&j| j as usize == i) {
                     entry.remove();
@@ -407,7 +400,7 @@ impl<K: Hash + Eq + Clone> Shard<K> {
     /// how many.
     fn prune(&mut self, now: u64) -> usize {
         let before = self.slots.len();
-        self.slots.retain(|s| s.tat.load(Ordering::Acquire) > now);
+        self.slots.retain(|s| s.tat > now);
         self.slots.shrink_to_fit();
         self.index = HashTable::with_capacity(self.slots.len());
         for (i, s) in self.slots.iter().enumerate() {
@@ -440,7 +433,7 @@ mod tests {
                 .count();
             assert_eq!(admitted, max, "{max}");
             assert_eq!(t.len(), max);
-            let slots: usize = t.shards.iter().map(|s| s.0.read().slots.len()).sum();
+            let slots: usize = t.shards.iter().map(|s| s.0.lock().slots.len()).sum();
             assert_eq!(slots, max);
         }
     }
@@ -479,7 +472,7 @@ mod tests {
                 t.check(&k, 0).unwrap();
             }
             let looked =
-                |t: &Table<u32>| -> usize { t.shards.iter().map(|s| s.0.read().looked).sum() };
+                |t: &Table<u32>| -> usize { t.shards.iter().map(|s| s.0.lock().looked).sum() };
             for k in 0..100 {
                 let key = max as u32 + k;
                 assert!(matches!(t.check(&key, 1), Err(Refused::NoRoom(_))));
@@ -510,7 +503,7 @@ mod tests {
         }
         assert_eq!(t.len(), 1_000);
         for shard in &*t.shards {
-            let s = shard.0.read();
+            let s = shard.0.lock();
             assert_eq!(s.index.len(), s.slots.len());
             for (i, slot) in s.slots.iter().enumerate() {
                 let found = s
