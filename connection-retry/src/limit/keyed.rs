@@ -21,19 +21,24 @@
 //! - **A tracked key** is found under its shard's lock and its permit taken by moving
 //!   its `tat` (theoretical arrival time) on; other keys never enter the picture, so a
 //!   tracked key is never refused for their sake.
-//! - **A new key** is added under the same lock, after the same lookup: a mutex rather
-//!   than a read-write lock, because a read lock first and a write lock after a miss
-//!   made a new key cost two lock round trips and two lookups (the flood case), while
-//!   the sections are a few dozen nanoseconds either way. Below `max_keys` (counted over the whole
-//!   table: shards fill unevenly, and a fixed share each would refuse keys early) it
-//!   gets a new slot. At the bound, its shard's hand (a clock, as in page replacement) looks at no
-//!   more than `PROBES` slots from where it stopped last and reuses the first whose
+//! - **A new key** is added under the same lock, after the same lookup. (A mutex
+//!   rather than a read-write lock: a read lock, a miss, then a write lock and a
+//!   second lookup made the flood case pay twice, and the sections are a few dozen
+//!   nanoseconds either way.) Below `max_keys`, counted over the whole table (shards
+//!   fill unevenly, and a fixed share each would refuse keys early), it gets a new
+//!   slot. At the bound, its shard's hand (a clock, as in page replacement) looks at
+//!   no more than `PROBES` slots from where it stopped last and reuses the first whose
 //!   bucket is full again (`tat <= now`): such a key's state is the same as a new
-//!   key's, so forgetting it loses nothing. When none of those slots is free the new key
-//!   is refused, with the time until the earliest of them will be, rather than scanning
-//!   on or forgetting a key that still owes time. Each check does a bounded amount of
-//!   work whatever the table size, and the hand moves on, so the next new key looks at
-//!   other slots.
+//!   key's, so forgetting it loses nothing. When none of those is, the new key is
+//!   refused, with the time until the earliest of them will be, rather than scanning
+//!   on or forgetting a key that still owes time. The hand moves on, so the next new
+//!   key looks at other slots.
+//!
+//! Each check does a bounded amount of work whatever the table size. What a new key
+//! costs beyond a tracked key whose state is in the CPU's cache is two cache misses
+//! (its index group, and the group of the key it replaces): about what a tracked key
+//! costs when its state is not in the cache (`cargo xtask bench retry`,
+//! `keyed_limiter_*`).
 //!
 //! Memory is bounded: at most `max_keys` slots in all, each a key, its hash and its
 //! `tat`, plus the index's 4 bytes and control byte per slot (and the index's spare
