@@ -58,8 +58,14 @@ impl Event {
 }
 
 impl fmt::Display for Event {
+    /// `[conn-3] users-api: connected` for a connection's event; `breaker users-api:
+    /// open for 5s` for an extension event that names its
+    /// [`source`](ExtensionEvent::source), whose id would only be a label.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "[{}] {}: {}", self.connection, self.name, self.kind)
+        match self.kind.extension_source() {
+            Some(source) => write!(f, "{source} {}: {}", self.name, self.kind),
+            None => write!(f, "[{}] {}: {}", self.connection, self.name, self.kind),
+        }
     }
 }
 
@@ -246,6 +252,14 @@ pub trait ExtensionEvent: fmt::Display + fmt::Debug + Send + Sync + 'static {
 
     /// The event as `Any`, for [`EventKind::downcast_ref`]; implement as `self`.
     fn as_any(&self) -> &dyn std::any::Any;
+
+    /// What published it, when that is not a connection: a noun such as `"breaker"` or
+    /// `"retry policy"`. An [`Event`] then displays as `breaker users-api: open for 5s`
+    /// rather than as a connection's event (`[conn-3] users-api: ...`). Default `None`:
+    /// the event is about the connection it is published under.
+    fn source(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 impl EventKind {
@@ -266,6 +280,15 @@ impl EventKind {
     pub fn extension_name(&self) -> Option<&'static str> {
         match self {
             Self::Extension(e) => Some(e.name()),
+            _ => None,
+        }
+    }
+
+    /// The extension event's [`source`](ExtensionEvent::source), if this is one that
+    /// names it.
+    pub fn extension_source(&self) -> Option<&'static str> {
+        match self {
+            Self::Extension(e) => e.source(),
             _ => None,
         }
     }
@@ -578,10 +601,11 @@ impl Stream for EventStream {
 
 /// Implements [`ExtensionEvent`] and `From<T> for EventKind` for an event type that has
 /// an associated `NAME: &'static str` and a `Display` impl; the second argument is its
-/// [`Severity`] variant.
+/// [`Severity`] variant, and an optional third, `source = "..."`, its
+/// [`ExtensionEvent::source`].
 ///
 /// ```
-/// use connection_core::{EventKind, Severity};
+/// use connection_core::{ConnectionId, Event, EventKind, Severity};
 ///
 /// #[derive(Debug)]
 /// pub struct QuotaLow { pub left: u32 }
@@ -596,15 +620,23 @@ impl Stream for EventStream {
 ///     }
 /// }
 ///
-/// connection_core::extension_event!(QuotaLow, Warn);
+/// connection_core::extension_event!(QuotaLow, Warn, source = "quota");
 ///
 /// let kind: EventKind = QuotaLow { left: 3 }.into();
 /// assert_eq!(kind.severity(), Severity::Warn);
 /// assert_eq!(kind.extension_name(), Some("quota_low"));
+/// let event = Event::new(ConnectionId::next(), "billing".into(), kind);
+/// assert_eq!(event.to_string(), "quota billing: 3 calls left");
 /// ```
 #[macro_export]
 macro_rules! extension_event {
     ($ty:ty, $severity:ident) => {
+        $crate::extension_event!(@impl $ty, $severity, ::std::option::Option::None);
+    };
+    ($ty:ty, $severity:ident, source = $source:literal) => {
+        $crate::extension_event!(@impl $ty, $severity, ::std::option::Option::Some($source));
+    };
+    (@impl $ty:ty, $severity:ident, $source:expr) => {
         impl $crate::ExtensionEvent for $ty {
             fn name(&self) -> &'static str {
                 <$ty>::NAME
@@ -616,6 +648,10 @@ macro_rules! extension_event {
 
             fn as_any(&self) -> &dyn ::std::any::Any {
                 self
+            }
+
+            fn source(&self) -> ::std::option::Option<&'static str> {
+                $source
             }
         }
 

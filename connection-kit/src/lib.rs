@@ -12,7 +12,9 @@
 //! | `health` | `connection-health` | health checks, failover groups, the manager of named connections |
 //! | `ws` | `connection-transport-ws` | a reconnecting, heart-beating WebSocket client |
 //!
-//! With `core` on, its main names are also at the root:
+//! With `core` on, its main names are also at the root; with `retry` on, so are the
+//! names your own error type meets (`Classify`, `TimedOut`, and core's
+//! `Rejected`):
 //!
 //! ```
 //! use connection_kit::{ConnectionState, Endpoint};
@@ -58,8 +60,8 @@ pub use connection_core::{
     Backoff, ConfigError, Connection, ConnectionConfig, ConnectionId, ConnectionMetrics,
     ConnectionState, ConstantBackoff, DisconnectReason, Endpoint, EndpointError, Error, ErrorKind,
     Event, EventBus, EventFilter, EventKind, EventStream, EventType, ExponentialBackoff, IoOf,
-    Link, MetricsSnapshot, Severity, ShutdownOutcome, Supervise, Supervised, Supervisor,
-    SupervisorHandle, Traffic, Transport, TransportExt,
+    Link, MetricsSnapshot, RejectReason, Rejected, Severity, ShutdownOutcome, Supervise,
+    Supervised, Supervisor, SupervisorHandle, Traffic, Transport, TransportExt,
 };
 
 /// Metrics and their export: [`metrics::to_prometheus`], [`metrics::to_json`] and the
@@ -67,6 +69,13 @@ pub use connection_core::{
 #[cfg(feature = "core")]
 #[cfg_attr(docsrs, doc(cfg(feature = "core")))]
 pub use connection_core::metrics;
+
+// What a user's own error type names to go through the policies (`impl Classify`,
+// `From<Rejected>`, `From<TimedOut>`), at the root so that it is found, and so that
+// compiler messages about a missing conversion print a path the user can write.
+#[cfg(feature = "retry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
+pub use connection_retry::{Classify, TimedOut};
 
 /// The README's examples, compiled as doctests so they cannot drift from the API.
 #[cfg(all(doctest, feature = "health", feature = "ws"))]

@@ -1,7 +1,10 @@
 //! Where policies report what they do, and the events they report: extension events
 //! ([`connection_core::ExtensionEvent`]) on the same bus as connection events. Select
 //! them with `EventFilter::extensions([CircuitOpened::NAME, ...])`, read them with
-//! `event.kind.downcast_ref::<CircuitOpened>()`.
+//! `event.kind.downcast_ref::<CircuitOpened>()`. Each names its source, so a whole
+//! event displays as what published it: `breaker users-api: open for 5s`,
+//! `retry policy users-api: retrying (attempt 2 in 100ms) after: ...`,
+//! `rate limiter users-api: no permit for 20ms`.
 
 use std::fmt;
 use std::sync::Arc;
@@ -148,31 +151,79 @@ impl fmt::Display for Retrying {
 
 impl fmt::Display for CircuitOpened {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "circuit opened for {:?}", self.wait)
+        if self.wait == Duration::MAX {
+            f.write_str("open until reset (isolated)")
+        } else {
+            write!(f, "open for {:?}", self.wait)
+        }
     }
 }
 
 impl fmt::Display for CircuitHalfOpen {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("circuit half-open")
+        f.write_str("half-open")
     }
 }
 
 impl fmt::Display for CircuitClosed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("circuit closed")
+        f.write_str("closed")
     }
 }
 
 impl fmt::Display for RateLimited {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "rate limited for {:?}", self.retry_after)
+        write!(f, "no permit for {:?}", self.retry_after)
     }
 }
 
+// Each names its source, so that a whole event reads `breaker users-api: open for 5s`
+// rather than like a connection's event: the id under a policy's sink is only a label.
 // Retries and throttling are routine; an open circuit means a dependency is failing.
-connection_core::extension_event!(Retrying, Debug);
-connection_core::extension_event!(CircuitOpened, Warn);
-connection_core::extension_event!(CircuitHalfOpen, Info);
-connection_core::extension_event!(CircuitClosed, Info);
-connection_core::extension_event!(RateLimited, Debug);
+connection_core::extension_event!(Retrying, Debug, source = "retry policy");
+connection_core::extension_event!(CircuitOpened, Warn, source = "breaker");
+connection_core::extension_event!(CircuitHalfOpen, Info, source = "breaker");
+connection_core::extension_event!(CircuitClosed, Info, source = "breaker");
+connection_core::extension_event!(RateLimited, Debug, source = "rate limiter");
+
+#[cfg(test)]
+mod tests {
+    use connection_core::{Event, EventKind};
+
+    use super::*;
+
+    #[test]
+    fn policy_events_read_as_what_published_them() {
+        let event = |kind: EventKind| {
+            Event::new(ConnectionId::next(), "users-api".into(), kind).to_string()
+        };
+        assert_eq!(
+            event(CircuitOpened::new(Duration::from_millis(300)).into()),
+            "breaker users-api: open for 300ms"
+        );
+        assert_eq!(
+            event(CircuitOpened::new(Duration::MAX).into()),
+            "breaker users-api: open until reset (isolated)"
+        );
+        assert_eq!(
+            event(CircuitHalfOpen.into()),
+            "breaker users-api: half-open"
+        );
+        assert_eq!(event(CircuitClosed.into()), "breaker users-api: closed");
+        assert_eq!(
+            event(Retrying::new(2, Duration::from_millis(50), "busy".into()).into()),
+            "retry policy users-api: retrying (attempt 2 in 50ms) after: busy"
+        );
+        assert_eq!(
+            event(RateLimited::new(Duration::from_millis(20)).into()),
+            "rate limiter users-api: no permit for 20ms"
+        );
+        // A connection's own events keep their id.
+        let id = ConnectionId::next();
+        let connected = Event::new(id, "users-api".into(), EventKind::Connected).to_string();
+        assert!(
+            connected.starts_with(&format!("[{id}] users-api: ")),
+            "{connected}"
+        );
+    }
+}

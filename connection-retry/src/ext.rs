@@ -37,7 +37,7 @@ use crate::retry::{Retry, RetryPolicy};
 pub trait ResilienceExt: Transport + Sized {
     /// Failed connects are retried by `policy` (its backoff, budget, deadline and
     /// Retry-After handling).
-    fn retry(self, policy: RetryPolicy) -> Retry<Self> {
+    fn retry<L>(self, policy: RetryPolicy<L>) -> Retry<Self, L> {
         Retry::new(self, policy)
     }
 

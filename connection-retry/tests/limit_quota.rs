@@ -141,7 +141,7 @@ async fn refusals_and_waits_are_events() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn keyed_limiters_are_independent_prune_idle_keys_and_stay_bounded() {
+async fn keyed_limiters_are_independent_reuse_idle_places_and_stay_bounded() {
     let limiter = RateLimiter::builder(Quota::per_second(1, 1).unwrap())
         .mode(LimitMode::FailFast)
         .max_keys(10)
@@ -150,15 +150,15 @@ async fn keyed_limiters_are_independent_prune_idle_keys_and_stay_bounded() {
         limiter.check_key(&key).unwrap();
     }
     assert!(limiter.check_key(&3).is_err(), "each key has its own quota");
-    // All ten keys are busy: an eleventh is refused instead of growing the map.
+    // All ten keys are busy: an eleventh is refused instead of growing the table.
     let refused = limiter.check_key(&99).unwrap_err();
     assert_eq!(refused.retry_after, Some(Duration::from_secs(1)));
     assert_eq!(limiter.len(), 10);
 
-    // Once their quota is back to full, keys are idle and get dropped to make room.
+    // Once a key's quota is back to full, its place goes to a new key.
     tokio::time::advance(Duration::from_secs(2)).await;
     limiter.check_key(&99).unwrap();
-    assert_eq!(limiter.len(), 1);
+    assert_eq!(limiter.len(), 10);
     tokio::time::advance(Duration::from_secs(2)).await;
     limiter.prune();
     assert!(limiter.is_empty());

@@ -128,6 +128,7 @@ pub use stats::CircuitStats;
 pub use transport::CircuitBreak;
 
 use crate::Classify;
+use crate::refusal::{self, Watched};
 use state::{CLOSED, HALF_OPEN, Inner, STATE_MASK, Verdict};
 
 /// A circuit breaker. Cloning is cheap and every clone shares the same state.
@@ -226,8 +227,11 @@ impl CircuitBreaker {
     /// returns the refusal as `E` without running it.
     ///
     /// Errors count as the breaker's [failure
-    /// predicate](CircuitBreakerBuilder::failure_predicate) says. If the returned future
-    /// is dropped before the operation finishes, the call counts as neither.
+    /// predicate](CircuitBreakerBuilder::failure_predicate) says: by default every
+    /// error is a failure except a refusal by another policy, which counts as neither.
+    /// A refusal by this crate's limiter or bulkhead inside `operation` is recognized
+    /// even when your [`Classify`] does not report it (see [`Classify`]). If the returned
+    /// future is dropped before the operation finishes, the call counts as neither.
     ///
     /// ```
     /// use connection_core::Error;
@@ -246,22 +250,14 @@ impl CircuitBreaker {
         Fut: Future<Output = Result<T, E>>,
         E: Classify + From<Rejected>,
     {
-        let permit = self.try_acquire().map_err(E::from)?;
-        match operation().await {
-            Ok(value) => {
-                permit.success();
-                Ok(value)
-            }
-            Err(e) => {
-                permit.error(&e);
-                Err(e)
-            }
-        }
+        self.run_judged(operation, |e, refused| self.inner.verdict(e, refused))
+            .await
     }
 
     /// [`run`](Self::run) with a failure rule for this call: an error counts as a
     /// failure when `is_failure` says so, as neither when it is a refusal by another
-    /// policy, and as a success otherwise.
+    /// policy of this crate, and as a success otherwise. The error type needs no
+    /// [`Classify`]: only `From<Rejected>`, for this breaker's own refusal.
     ///
     /// ```
     /// use connection_core::{Endpoint, Error};
@@ -285,22 +281,37 @@ impl CircuitBreaker {
         P: FnOnce(&E) -> bool,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
-        E: Classify + From<Rejected>,
+        E: From<Rejected>,
+    {
+        self.run_judged(operation, |e, refused| {
+            if is_failure(e) {
+                Verdict::Failure
+            } else if refused {
+                Verdict::Ignore
+            } else {
+                Verdict::Success
+            }
+        })
+        .await
+    }
+
+    /// The one body of [`run`](Self::run) and [`run_with`](Self::run_with): `verdict`
+    /// counts an error, told whether the poll that ended the call made a refusal.
+    async fn run_judged<T, E, F, Fut, V>(&self, operation: F, verdict: V) -> Result<T, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: From<Rejected>,
+        V: FnOnce(&E, bool) -> Verdict,
     {
         let permit = self.try_acquire().map_err(E::from)?;
-        match operation().await {
+        match Watched::new(operation()).await {
             Ok(value) => {
                 permit.success();
                 Ok(value)
             }
-            Err(e) => {
-                if is_failure(&e) {
-                    permit.failure();
-                } else if e.rejection().is_some() {
-                    permit.ignore();
-                } else {
-                    permit.success();
-                }
+            Err((e, refused)) => {
+                permit.count(verdict(&e, refused.is_some()));
                 Err(e)
             }
         }
@@ -335,6 +346,7 @@ impl CircuitBreaker {
         E: Classify + From<Rejected>,
     {
         let permit = self.try_acquire().map_err(E::from)?;
+        let mark = refusal::mark();
         // Taken apart and rebuilt rather than matched by reference: a large `E` would
         // otherwise make the result round-trip through memory.
         match operation() {
@@ -343,7 +355,8 @@ impl CircuitBreaker {
                 Ok(value)
             }
             Err(e) => {
-                permit.error(&e);
+                let refused = refusal::since(mark).is_some();
+                permit.count(self.inner.verdict(&e, refused));
                 Err(e)
             }
         }
@@ -427,7 +440,12 @@ impl Permit<'_> {
     /// predicate](CircuitBreakerBuilder::failure_predicate) says: failure, success, or
     /// neither for a refusal by another policy.
     pub fn error<E: Classify>(self, error: &E) {
-        match self.inner.verdict(error) {
+        let verdict = self.inner.verdict(error, false);
+        self.count(verdict);
+    }
+
+    fn count(self, verdict: Verdict) {
+        match verdict {
             Verdict::Failure => self.failure(),
             Verdict::Success => self.success(),
             Verdict::Ignore => self.ignore(),

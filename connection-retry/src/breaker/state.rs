@@ -40,8 +40,8 @@ use tokio::time::Instant;
 use super::config::Settings;
 use super::stats::{CachePadded, CircuitStats, Count, Counters};
 use super::window::{self, Tally, Window};
-use crate::Classify;
 use crate::events::{CircuitClosed, CircuitHalfOpen, CircuitOpened};
+use crate::{Classify, refusal};
 
 pub(super) const CLOSED: u64 = 0;
 pub(super) const OPEN: u64 = 1;
@@ -257,24 +257,22 @@ impl Inner {
 
     fn reject(&self, retry_after: Option<Duration>) -> Rejected {
         self.counters.bump(Count::Rejections);
-        let r = Rejected::new(RejectReason::CircuitOpen);
-        match retry_after {
-            Some(d) => r.retry_after(d),
-            None => r,
-        }
+        refusal::refuse(RejectReason::CircuitOpen, retry_after)
     }
 
     // ---- outcomes -----------------------------------------------------------------
 
-    /// How the breaker's predicate counts `error`.
-    pub(super) fn verdict<E: Classify>(&self, error: &E) -> Verdict {
+    /// How the breaker's predicate counts `error`; `refused`: the poll that ended the
+    /// call made a refusal (see `refusal.rs`), whatever `error` says.
+    pub(super) fn verdict<E: Classify>(&self, error: &E, refused: bool) -> Verdict {
+        let refusal = refused || error.rejection().is_some();
         let is_failure = match &self.settings.predicate {
             Some(predicate) => predicate(error),
-            None => error.rejection().is_none(),
+            None => !refusal,
         };
         if is_failure {
             Verdict::Failure
-        } else if error.rejection().is_some() {
+        } else if refusal {
             Verdict::Ignore
         } else {
             Verdict::Success

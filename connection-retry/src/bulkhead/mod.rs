@@ -112,7 +112,7 @@ impl Bulkhead {
     }
 
     fn full(&self) -> Rejected {
-        Rejected::new(RejectReason::BulkheadFull)
+        crate::refusal::refuse(RejectReason::BulkheadFull, None)
     }
 
     /// Takes a slot if one is free now.

@@ -62,6 +62,13 @@ impl fmt::Debug for LimiterClock {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LimiterInstant(u64);
 
+impl LimiterInstant {
+    /// Nanoseconds since the clock's origin.
+    pub(super) fn nanos(self) -> u64 {
+        self.0
+    }
+}
+
 impl Add<Nanos> for LimiterInstant {
     type Output = Self;
     fn add(self, other: Nanos) -> Self {

@@ -11,9 +11,11 @@
 //!   clone, so N clones get N times the rate.)
 //! - **Refusals are values.** A refusal is a [`Rejected`] carrying how long until the next
 //!   permit, so callers (and retry policies) know when to come back.
-//! - **Keyed limiters prune themselves.** governor leaves forgetting idle keys to the
-//!   caller; ours drops keys whose state is back to fresh every so often and when the
-//!   key count reaches its bound, so memory stays bounded without a janitor task.
+//! - **Keyed limiters stay bounded by themselves.** governor leaves forgetting idle keys
+//!   to the caller, with a scan of every key; ours holds at most `max_keys` and, at the
+//!   bound, reuses the place of a key whose quota is full again, found in a bounded
+//!   number of steps: no janitor task, no check that costs more as keys pile up, and a
+//!   tracked key is never refused because of new ones (see [`KeyedRateLimiter`]).
 //!
 //! ```
 //! use connection_retry::limit::{LimitMode, Quota, RateLimiter};
@@ -39,19 +41,18 @@
 
 mod clock;
 mod config;
+mod keyed;
 mod quota;
 mod transport;
 
 use std::fmt;
 use std::hash::Hash;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use connection_core::{RejectReason, Rejected};
 use governor::clock::Clock;
 use governor::middleware::NoOpMiddleware;
-use governor::state::keyed::DashMapStateStore;
 use governor::state::{InMemoryState, NotKeyed};
 use parking_lot::Mutex;
 use rand::rngs::SmallRng;
@@ -59,16 +60,16 @@ use rand::{Rng, SeedableRng};
 
 use crate::EventSink;
 use crate::events::RateLimited;
+use crate::refusal::refuse;
 
 pub use clock::{LimiterClock, LimiterInstant};
 pub use config::{LimitModeConfig, RateLimitConfig};
+pub use keyed::KeyedRateLimiter;
 pub use quota::Quota;
 pub use transport::{KeyedRateLimit, RateLimit};
 
 type Direct =
     governor::RateLimiter<NotKeyed, InMemoryState, LimiterClock, NoOpMiddleware<LimiterInstant>>;
-type Keyed<K> =
-    governor::RateLimiter<K, DashMapStateStore<K>, LimiterClock, NoOpMiddleware<LimiterInstant>>;
 
 /// What to do when no permit is available.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,7 +102,7 @@ impl Policy {
     /// Decides what a refusal that is `wait` away turns into: a wait (with jitter) or a
     /// rejection.
     fn on_refusal(&self, wait: Duration) -> Result<Duration, Rejected> {
-        let reject = || Rejected::new(RejectReason::RateLimited).retry_after(wait);
+        let reject = || refuse(RejectReason::RateLimited, Some(wait));
         let outcome = match self.mode {
             LimitMode::FailFast => Err(reject()),
             LimitMode::Wait {
@@ -172,11 +173,12 @@ impl RateLimiterBuilder {
         self
     }
 
-    /// For keyed limiters: the most distinct keys tracked at once (default 100 000).
-    /// Past it, idle keys are pruned; if every key is busy, calls are refused rather
-    /// than memory growing.
+    /// For keyed limiters: the most distinct keys tracked at once (default 100 000,
+    /// at least 1, at most `u32::MAX`). At the bound a new key takes the place of a
+    /// key whose quota is full again, or is refused; a tracked key never is for its
+    /// sake. See [`KeyedRateLimiter`].
     pub fn max_keys(mut self, max: usize) -> Self {
-        self.max_keys = max.max(1);
+        self.max_keys = max.clamp(1, u32::MAX as usize);
         self
     }
 
@@ -206,19 +208,11 @@ impl RateLimiterBuilder {
         }
     }
 
-    /// A limiter with one quota per key.
+    /// A limiter with one quota per key, tracking at most
+    /// [`max_keys`](Self::max_keys) keys.
     pub fn build_keyed<K: Hash + Eq + Clone + Send + Sync + 'static>(self) -> KeyedRateLimiter<K> {
-        let limiter = Keyed::dashmap_with_clock(self.quota.to_governor(), self.clock.clone());
-        KeyedRateLimiter {
-            inner: Arc::new(KeyedInner {
-                limiter,
-                clock: self.clock.clone(),
-                policy: self.policy(),
-                quota: self.quota,
-                max_keys: self.max_keys,
-                checks: AtomicU64::new(0),
-            }),
-        }
+        let policy = self.policy();
+        KeyedRateLimiter::new(self.quota, self.clock, policy, self.max_keys)
     }
 }
 
@@ -261,7 +255,7 @@ impl RateLimiter {
             if let Some(events) = &self.inner.policy.events {
                 events.publish(RateLimited::new(wait).into());
             }
-            Rejected::new(RejectReason::RateLimited).retry_after(wait)
+            refuse(RejectReason::RateLimited, Some(wait))
         })
     }
 
@@ -310,129 +304,6 @@ impl fmt::Debug for RateLimiter {
         f.debug_struct("RateLimiter")
             .field("quota", &self.inner.quota)
             .field("mode", &self.inner.policy.mode)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A rate limiter with one quota per key (host, peer id, tenant). Clones share state.
-///
-/// ```
-/// use connection_retry::limit::{LimitMode, Quota, RateLimiter};
-///
-/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
-/// let per_host = RateLimiter::builder(Quota::per_second(1, 1).unwrap())
-///     .mode(LimitMode::FailFast)
-///     .build_keyed::<&'static str>();
-/// assert!(per_host.check_key(&"a.example").is_ok());
-/// assert!(per_host.check_key(&"b.example").is_ok());
-/// assert!(per_host.check_key(&"a.example").is_err());
-/// # }
-/// ```
-pub struct KeyedRateLimiter<K: Hash + Eq + Clone> {
-    inner: Arc<KeyedInner<K>>,
-}
-
-impl<K: Hash + Eq + Clone> Clone for KeyedRateLimiter<K> {
-    fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-        }
-    }
-}
-
-struct KeyedInner<K: Hash + Eq + Clone> {
-    limiter: Keyed<K>,
-    clock: LimiterClock,
-    policy: Policy,
-    quota: Quota,
-    max_keys: usize,
-    checks: AtomicU64,
-}
-
-/// Prune idle keys once every this many checks even below the bound, so a limiter that
-/// saw a burst of distinct keys shrinks back without reaching `max_keys` first.
-const PRUNE_EVERY: u64 = 4096;
-
-impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedRateLimiter<K> {
-    /// Drops idle keys when due; refuses when every tracked key is still busy and the
-    /// bound is reached.
-    fn admit_key(&self) -> Result<(), Rejected> {
-        let inner = &self.inner;
-        let n = inner.checks.fetch_add(1, Ordering::Relaxed);
-        let full = inner.limiter.len() >= inner.max_keys;
-        if full || n % PRUNE_EVERY == PRUNE_EVERY - 1 {
-            inner.limiter.retain_recent();
-            if full {
-                inner.limiter.shrink_to_fit();
-                if inner.limiter.len() >= inner.max_keys {
-                    return Err(Rejected::new(RejectReason::RateLimited)
-                        .retry_after(inner.quota.interval()));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Takes a permit for `key` if one is free now; never waits.
-    pub fn check_key(&self, key: &K) -> Result<(), Rejected> {
-        self.admit_key()?;
-        self.inner.limiter.check_key(key).map_err(|not_until| {
-            let wait = not_until.wait_time_from(self.inner.clock.now());
-            if let Some(events) = &self.inner.policy.events {
-                events.publish(RateLimited::new(wait).into());
-            }
-            Rejected::new(RejectReason::RateLimited).retry_after(wait)
-        })
-    }
-
-    /// Takes a permit for `key`, waiting for it in [`LimitMode::Wait`].
-    pub async fn acquire_key(&self, key: &K) -> Result<(), Rejected> {
-        self.admit_key()?;
-        loop {
-            match self.inner.limiter.check_key(key) {
-                Ok(()) => return Ok(()),
-                Err(not_until) => {
-                    let wait = not_until.wait_time_from(self.inner.clock.now());
-                    tokio::time::sleep(self.inner.policy.on_refusal(wait)?).await;
-                }
-            }
-        }
-    }
-
-    /// Runs `operation` once `key` has a permit.
-    pub async fn run_key<F, Fut, T, E>(&self, key: &K, operation: F) -> Result<T, E>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-        E: From<Rejected>,
-    {
-        self.acquire_key(key).await?;
-        operation().await
-    }
-
-    /// How many keys are tracked now.
-    pub fn len(&self) -> usize {
-        self.inner.limiter.len()
-    }
-
-    /// Whether no key is tracked.
-    pub fn is_empty(&self) -> bool {
-        self.inner.limiter.is_empty()
-    }
-
-    /// Forgets every key whose quota is fully replenished (idle keys).
-    pub fn prune(&self) {
-        self.inner.limiter.retain_recent();
-        self.inner.limiter.shrink_to_fit();
-    }
-}
-
-impl<K: Hash + Eq + Clone> fmt::Debug for KeyedRateLimiter<K> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyedRateLimiter")
-            .field("quota", &self.inner.quota)
-            .field("keys", &self.inner.limiter.len())
-            .field("max_keys", &self.inner.max_keys)
             .finish_non_exhaustive()
     }
 }

@@ -14,21 +14,27 @@
 //!   counts the attempts' own time, not only the sleeps: a hanging attempt is cut at
 //!   the deadline, and a retry whose wait would end past it is not started.
 //! - **The server's word over our schedule.** A `Retry-After` (see
-//!   [`parse_retry_after`]) or an open circuit's reopening time, reported through
-//!   [`Classify::retry_after`](crate::Classify::retry_after), replaces the computed
-//!   wait, up to a ceiling.
+//!   [`parse_retry_after`]) reported through
+//!   [`Classify::retry_after`](crate::Classify::retry_after), or an open circuit's
+//!   reopening time (heard even when the caller's error type dropped it: see
+//!   [`Classify`](crate::Classify)), replaces the computed wait, up to a ceiling.
 //! - **Idempotency.** [`RetryPolicy::run_non_idempotent`] retries only errors that
 //!   prove the request never reached the server ([`ConnectPhase`]).
 //!
 //! # The error type
 //!
 //! The operation keeps its own error type `E`; the policy reads it through
-//! [`Classify`](crate::Classify) and reports its own time limits as a [`TimedOut`]
-//! converted into `E`. For [`connection_core::Error`], whose every timeout names an
-//! endpoint, [`RetryPolicy::on`] supplies that endpoint:
-//! `policy.on(&endpoint).run(|| ...)`. This keeps one policy usable with any error
-//! type (one budget across all of them) without boxing errors or wrapping them in a
-//! retry-specific enum the caller would have to unwrap.
+//! [`Classify`](crate::Classify) (or a closure given to [`RetryPolicy::when`]). A policy
+//! that can cut an attempt short ([`attempt_timeout`](RetryPolicyBuilder::attempt_timeout),
+//! [`max_elapsed`](RetryPolicyBuilder::max_elapsed)) is of type `RetryPolicy<`[`Timed`]`>`
+//! and reports the cut as a [`TimedOut`] converted into `E`, so only its `run` asks for
+//! `E: From<TimedOut>`; a policy without limits (`RetryPolicy<`[`Untimed`]`>`, the
+//! default) asks for nothing more than `Classify` and `Display`. For
+//! [`connection_core::Error`], whose every timeout names an endpoint,
+//! [`RetryPolicy::on`] supplies that endpoint: `policy.on(&endpoint).run(|| ...)`. This
+//! keeps one policy usable with any error type (one budget across all of them) without
+//! boxing errors or wrapping them in a retry-specific enum the caller would have to
+//! unwrap.
 //!
 //! # Observability and cancellation
 //!
@@ -78,6 +84,8 @@ mod transport;
 
 pub use budget::{RetryBudget, RetryBudgetBuilder};
 pub use error::{ConnectPhase, TimeLimit, TimedOut};
-pub use policy::{DEFAULT_RETRY_AFTER_CAP, RetryOn, RetryPolicy, RetryPolicyBuilder};
+pub use policy::{
+    DEFAULT_RETRY_AFTER_CAP, RetryOn, RetryPolicy, RetryPolicyBuilder, RetryWhen, Timed, Untimed,
+};
 pub use retry_after::parse_retry_after;
 pub use transport::Retry;

@@ -3,7 +3,8 @@
 use connection_core::Operation;
 use connection_core::{Endpoint, Error, Transport};
 
-use super::{RetryPolicy, TimedOut};
+use super::policy::CutWith;
+use super::{RetryPolicy, TimedOut, Untimed};
 
 /// A [`Transport`] whose [`connect`](Transport::connect) is retried by a
 /// [`RetryPolicy`]. Clones share the policy, so they draw from one budget.
@@ -35,14 +36,14 @@ use super::{RetryPolicy, TimedOut};
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug)]
-pub struct Retry<T> {
+pub struct Retry<T, L = Untimed> {
     inner: T,
-    policy: RetryPolicy,
+    policy: RetryPolicy<L>,
 }
 
-impl<T> Retry<T> {
+impl<T, L> Retry<T, L> {
     /// Retries `inner`'s connects with `policy`.
-    pub fn new(inner: T, policy: RetryPolicy) -> Self {
+    pub fn new(inner: T, policy: RetryPolicy<L>) -> Self {
         Self { inner, policy }
     }
 
@@ -52,12 +53,12 @@ impl<T> Retry<T> {
     }
 
     /// The policy.
-    pub fn policy(&self) -> &RetryPolicy {
+    pub fn policy(&self) -> &RetryPolicy<L> {
         &self.policy
     }
 }
 
-impl<T: Transport> Transport for Retry<T> {
+impl<T: Transport, L: Send + Sync + 'static> Transport for Retry<T, L> {
     type Connection = T::Connection;
 
     async fn connect(&self) -> Result<Self::Connection, Error> {
@@ -65,8 +66,9 @@ impl<T: Transport> Transport for Retry<T> {
         self.policy
             .execute(
                 || self.inner.connect(),
+                &self.policy.classify(),
                 None,
-                |t: TimedOut| Error::timeout(endpoint, Operation::Connect, t.after()),
+                CutWith(|t: TimedOut| Error::timeout(endpoint, Operation::Connect, t.after())),
             )
             .await
     }
