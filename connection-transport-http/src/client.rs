@@ -25,6 +25,7 @@
 
 use std::cell::Cell;
 use std::fmt;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -328,9 +329,9 @@ impl HttpClient {
         let prepared = shared.prepare(request)?;
         let started = Instant::now();
         let _in_flight = InFlight::enter(&shared.metrics);
-        let attempts = Cell::new(0u32);
+        let attempts = AtomicU32::new(0);
         let result = shared.execute(&prepared, &attempts).await;
-        self.finish(&prepared, started, attempts.get(), result)
+        self.finish(&prepared, started, attempts.into_inner(), result)
     }
 
     /// Records a finished request; sets the response's attempts and elapsed time.
@@ -593,18 +594,18 @@ impl Shared {
         })
     }
 
-    async fn execute(&self, p: &Prepared, attempts: &Cell<u32>) -> Result<HttpResponse, HttpError> {
+    async fn execute(&self, p: &Prepared, attempts: &AtomicU32) -> Result<HttpResponse, HttpError> {
         let policy = match &self.retry {
             Some(policy) => policy,
             None => {
-                attempts.set(1);
+                attempts.store(1, Relaxed);
                 return self.guarded(p).await;
             }
         };
         let outcome = policy
             .on(&self.endpoint)
             .run(|| {
-                attempts.set(attempts.get() + 1);
+                attempts.fetch_add(1, Relaxed);
                 let attempt = self.guarded(p);
                 async move { classify(p, attempt.await) }
             })
@@ -969,6 +970,25 @@ impl RequestBuilder<'_> {
     /// Sends it: see [`HttpClient::send`].
     pub async fn send(self) -> Result<HttpResponse, HttpError> {
         self.client.send(self.request).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_send_and_the_client_is_shareable() {
+        fn send<T: Send>(_: &T) {}
+        fn shareable<T: Send + Sync + Clone + 'static>() {}
+        shareable::<HttpClient>();
+        let client = HttpClient::builder("http://127.0.0.1:1")
+            .build_client()
+            .unwrap();
+        send(&client.send(HttpRequest::get("/")));
+        send(&client.get_json::<serde_json::Value>("/"));
+        send(&client.probe());
+        send(&client.health_check());
     }
 }
 
