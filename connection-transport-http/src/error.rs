@@ -493,15 +493,26 @@ pub(crate) fn from_reqwest(endpoint: &Endpoint, err: reqwest::Error, fresh: bool
                 };
             }
         }
-        if let Some(io) = e.downcast_ref::<io::Error>() {
-            #[cfg(feature = "tls")]
-            if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                return HttpError::Tls {
-                    endpoint,
-                    source: Arc::new(tls.clone()),
-                };
+        if let Some(mut io) = e.downcast_ref::<io::Error>() {
+            // An io::Error's `source` skips the error it wraps: look inside by hand,
+            // through io::Errors wrapping io::Errors (reqwest wraps tokio-rustls's).
+            loop {
+                if io.kind() != io::ErrorKind::Other || io_kind.is_none() {
+                    io_kind = Some(io.kind());
+                }
+                let Some(inner) = io.get_ref() else { break };
+                #[cfg(feature = "tls")]
+                if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
+                    return HttpError::Tls {
+                        endpoint,
+                        source: Arc::new(tls.clone()),
+                    };
+                }
+                match inner.downcast_ref::<io::Error>() {
+                    Some(next) => io = next,
+                    None => break,
+                }
             }
-            io_kind.get_or_insert(io.kind());
         }
         cause = e.source();
     }
