@@ -45,7 +45,6 @@ pub enum RetryMode {
 ///     .timeout(Duration::from_secs(5));
 /// assert!(order.is_idempotent());
 /// ```
-#[derive(Debug)]
 pub struct HttpRequest {
     pub(crate) method: Method,
     pub(crate) path: String,
@@ -57,6 +56,24 @@ pub struct HttpRequest {
     pub(crate) retry: RetryMode,
     /// The first bad setter call, reported by `send`.
     pub(crate) error: Option<String>,
+}
+
+impl std::fmt::Debug for HttpRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Header values carry credentials and the query may too: names and the path
+        // only.
+        let path = self.path.split_once('?').map_or(self.path.as_str(), |(p, _)| p);
+        f.debug_struct("HttpRequest")
+            .field("method", &self.method)
+            .field("path", &path)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("body", &self.body)
+            .field("timeout", &self.timeout)
+            .field("read_timeout", &self.read_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
 }
 
 impl HttpRequest {
