@@ -134,11 +134,9 @@ impl HttpClient {
         for (name, value) in config.auth.iter().chain(&config.s.headers) {
             headers.append(name.clone(), value.clone());
         }
-        let agent = config
-            .s
-            .user_agent
-            .clone()
-            .unwrap_or_else(|| concat!("connection-transport-http/", env!("CARGO_PKG_VERSION")).to_owned());
+        let agent = config.s.user_agent.clone().unwrap_or_else(|| {
+            concat!("connection-transport-http/", env!("CARGO_PKG_VERSION")).to_owned()
+        });
         let agent = HeaderValue::try_from(agent)
             .map_err(|_| ConfigError::new("user_agent", "not a valid header value"))?;
         headers.insert(USER_AGENT, agent);
@@ -689,9 +687,7 @@ impl Shared {
         tracing::debug!(endpoint = %self.endpoint, ?delay, "hedging: a second copy");
         let second = self.with_stale_retry(p);
         tokio::pin!(second);
-        let answered = |r: &Result<HttpResponse, HttpError>| {
-            matches!(r, Ok(resp) if !is_retryable_status(resp.status.as_u16()))
-        };
+        let answered = |r: &Result<HttpResponse, HttpError>| matches!(r, Ok(resp) if !is_retryable_status(resp.status.as_u16()));
         // The first answer wins; dropping the other future cancels its request.
         tokio::select! {
             result = &mut first => {
@@ -786,9 +782,9 @@ impl Shared {
         let sending = self.http.execute(request);
         let response = match p.read_timeout {
             None => sending.await,
-            Some(limit) => tokio::time::timeout(limit, sending).await.map_err(|_| {
-                HttpError::timeout(&self.endpoint, TimeoutKind::Read, limit)
-            })?,
+            Some(limit) => tokio::time::timeout(limit, sending)
+                .await
+                .map_err(|_| HttpError::timeout(&self.endpoint, TimeoutKind::Read, limit))?,
         };
         let mut response = response.map_err(|e| from_reqwest(&self.endpoint, e, fresh()))?;
         let limit = self.config.s.max_response_size;

@@ -18,9 +18,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use connection_core::{
-    ConfigError, Endpoint, require_in_range, require_nonzero,
-};
+use connection_core::{ConfigError, Endpoint, require_in_range, require_nonzero};
 use connection_retry::{CircuitBreaker, EventSink, RateLimiter, RetryPolicy};
 use reqwest::Method;
 use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue};
@@ -405,7 +403,10 @@ impl HttpConfig {
     /// A builder holding these settings, to change a few.
     pub fn to_builder(&self) -> HttpConfigBuilder {
         HttpConfigBuilder {
-            url: self.prefix.to_string(),
+            url: self
+                .endpoint
+                .url()
+                .map_or_else(|| self.prefix.to_string(), |u| u.to_string()),
             error: None,
             auth: self.auth.clone(),
             s: self.s.clone(),
@@ -948,7 +949,9 @@ mod tests {
 
     #[test]
     fn defaults_and_validation() {
-        let c = HttpConfig::builder("http://127.0.0.1:9000/api/").build().unwrap();
+        let c = HttpConfig::builder("http://127.0.0.1:9000/api/")
+            .build()
+            .unwrap();
         assert_eq!(&*c.prefix, "http://127.0.0.1:9000/api");
         assert_eq!(c.pool_idle_timeout(), Some(DEFAULT_POOL_IDLE_TIMEOUT));
         assert!(DEFAULT_POOL_IDLE_TIMEOUT < Duration::from_secs(5));
@@ -957,8 +960,14 @@ mod tests {
         assert_eq!(field(HttpConfig::builder("ws://x")), "url");
         assert_eq!(field(HttpConfig::builder("not a url")), "url");
         assert_eq!(field(HttpConfig::builder("http://x/?a=1")), "url");
-        assert_eq!(field(b().connect_timeout(Duration::ZERO)), "connect_timeout");
-        assert_eq!(field(b().request_timeout(Duration::ZERO)), "request_timeout");
+        assert_eq!(
+            field(b().connect_timeout(Duration::ZERO)),
+            "connect_timeout"
+        );
+        assert_eq!(
+            field(b().request_timeout(Duration::ZERO)),
+            "request_timeout"
+        );
         assert_eq!(field(b().read_timeout(Duration::ZERO)), "read_timeout");
         assert_eq!(
             field(b().request_timeout(Duration::from_secs(366 * 86_400))),
@@ -1001,7 +1010,10 @@ mod tests {
         assert!(value.is_sensitive());
         // alice:pa@ss
         assert_eq!(value.to_str().unwrap(), "Basic YWxpY2U6cGFAc3M=");
-        assert_eq!(c.endpoint().to_string(), "https://alice:***@api.example.com/v1");
+        assert_eq!(
+            c.endpoint().to_string(),
+            "https://alice:***@api.example.com/v1"
+        );
         assert_eq!(
             c.header_names().collect::<Vec<_>>(),
             ["authorization", "x-api-version"]

@@ -10,8 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use connection_core::{
-    ConfigError, Endpoint, Error, ErrorKind, Operation, RejectReason, Rejected, SharedError,
-    shared,
+    ConfigError, Endpoint, Error, ErrorKind, Operation, RejectReason, Rejected, SharedError, shared,
 };
 
 /// What timed out.

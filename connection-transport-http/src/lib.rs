@@ -118,13 +118,13 @@ pub use response::HttpResponse;
 pub use settings::{ENV_PREFIX, HttpSettings};
 pub use transport::{HttpConnection, HttpTransport};
 
-/// HTTP vocabulary, from the `http` crate through reqwest.
-pub use reqwest::header;
-pub use reqwest::{Method, StatusCode, Version};
 /// The body bytes type.
 pub use bytes::Bytes;
 /// The policies a client composes, to share one between clients or tune it.
 pub use connection_retry::{CircuitBreaker, CircuitState, EventSink, RateLimiter, RetryPolicy};
+/// HTTP vocabulary, from the `http` crate through reqwest.
+pub use reqwest::header;
+pub use reqwest::{Method, StatusCode, Version};
 
 /// The rustls crate, for root stores, certificates and keys.
 #[cfg(feature = "tls")]

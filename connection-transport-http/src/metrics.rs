@@ -48,7 +48,9 @@ impl Default for HttpMetrics {
 
 impl fmt::Debug for HttpMetrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("HttpMetrics").field(&self.snapshot()).finish()
+        f.debug_tuple("HttpMetrics")
+            .field(&self.snapshot())
+            .finish()
     }
 }
 
@@ -116,10 +118,7 @@ impl HttpMetrics {
         if seen != second {
             // The first request of a new second claims the slot; racing writers of the
             // same second may lose a count or two, which a rate can afford.
-            if tag
-                .compare_exchange(seen, second, Relaxed, Relaxed)
-                .is_ok()
-            {
+            if tag.compare_exchange(seen, second, Relaxed, Relaxed).is_ok() {
                 count.store(0, Relaxed);
             }
         }
@@ -142,7 +141,11 @@ impl HttpMetrics {
             .map(|(_, c)| c.load(Relaxed))
             .sum();
         let span = (current - first) as f64;
-        if span == 0.0 { 0.0 } else { total as f64 / span }
+        if span == 0.0 {
+            0.0
+        } else {
+            total as f64 / span
+        }
     }
 
     pub(crate) fn stale_retry(&self) {
@@ -319,7 +322,9 @@ const COUNTERS: &[Counter] = &[
     ("bytes_in_total", "Response body bytes received.", |s| {
         s.bytes_in
     }),
-    ("bytes_out_total", "Request body bytes sent.", |s| s.bytes_out),
+    ("bytes_out_total", "Request body bytes sent.", |s| {
+        s.bytes_out
+    }),
     (
         "retries_total",
         "Attempts after the first, made by the retry policy.",
@@ -348,7 +353,11 @@ fn write_all(out: &mut String, rows: &[(String, &HttpMetricsSnapshot)]) -> fmt::
         writeln!(out, "# HELP connection_http_{name} {help}")?;
         writeln!(out, "# TYPE connection_http_{name} counter")?;
         for (c, s) in rows {
-            writeln!(out, "connection_http_{name}{{connection=\"{c}\"}} {}", value(s))?;
+            writeln!(
+                out,
+                "connection_http_{name}{{connection=\"{c}\"}} {}",
+                value(s)
+            )?;
         }
     }
     writeln!(
@@ -479,7 +488,15 @@ mod tests {
                 0,
             );
         }
-        m.record(Instant::now(), None, true, Duration::from_millis(1), 0, 3, 2);
+        m.record(
+            Instant::now(),
+            None,
+            true,
+            Duration::from_millis(1),
+            0,
+            3,
+            2,
+        );
         let s = m.snapshot();
         assert_eq!((s.requests, s.errors), (5, 2));
         assert!((s.error_rate - 0.4).abs() < 1e-9);
@@ -493,7 +510,11 @@ mod tests {
         // The current second is not complete yet: nothing in the window.
         assert_eq!(s.throughput, 0.0);
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert!((m.snapshot().throughput - 5.0).abs() < 1e-9, "{:?}", m.snapshot());
+        assert!(
+            (m.snapshot().throughput - 5.0).abs() < 1e-9,
+            "{:?}",
+            m.snapshot()
+        );
         // Ten requests a second for twenty seconds: the window sees ten a second.
         for _ in 0..20 {
             for _ in 0..10 {
@@ -509,7 +530,15 @@ mod tests {
     #[test]
     fn exports() {
         let m = HttpMetrics::new();
-        m.record(Instant::now(), Some(200), false, Duration::from_millis(3), 5, 0, 0);
+        m.record(
+            Instant::now(),
+            Some(200),
+            false,
+            Duration::from_millis(3),
+            5,
+            0,
+            0,
+        );
         m.breaker_rejection();
         let s = m.snapshot();
         let json: serde_json::Value = serde_json::from_str(&s.to_json()).unwrap();
@@ -517,9 +546,11 @@ mod tests {
         assert_eq!(json["breaker_rejections"], 1);
         assert!(json["latency"]["p99_seconds"].as_f64().unwrap() > 0.0);
         let text = to_prometheus([("a\"b", &s)]);
-        assert!(text.contains(
-            "connection_http_responses_total{connection=\"a\\\"b\",class=\"2xx\"} 1\n"
-        ));
+        assert!(
+            text.contains(
+                "connection_http_responses_total{connection=\"a\\\"b\",class=\"2xx\"} 1\n"
+            )
+        );
         assert!(text.contains(
             "connection_http_rejections_total{connection=\"a\\\"b\",policy=\"breaker\"} 1\n"
         ));

@@ -62,7 +62,10 @@ impl std::fmt::Debug for HttpRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Header values carry credentials and the query may too: names and the path
         // only.
-        let path = self.path.split_once('?').map_or(self.path.as_str(), |(p, _)| p);
+        let path = self
+            .path
+            .split_once('?')
+            .map_or(self.path.as_str(), |(p, _)| p);
         f.debug_struct("HttpRequest")
             .field("method", &self.method)
             .field("path", &path)
@@ -255,9 +258,10 @@ mod tests {
             HttpRequest::new(Method::POST, "/").not_retryable(),
             Some(NotRetried::NotIdempotent)
         );
-        let streamed = HttpRequest::new(Method::PUT, "/").body(crate::Body::stream(
-            futures::stream::iter([Ok::<_, std::io::Error>("x")]),
-        ));
+        let streamed =
+            HttpRequest::new(Method::PUT, "/").body(crate::Body::stream(futures::stream::iter([
+                Ok::<_, std::io::Error>("x"),
+            ])));
         assert_eq!(streamed.not_retryable(), Some(NotRetried::StreamingBody));
     }
 

@@ -35,7 +35,10 @@ async fn a_slow_first_copy_is_overtaken_by_the_hedge() {
     let response = client.get("/").await.expect("answered");
     let took = started.elapsed();
     assert_eq!(response.text().expect("utf-8"), "fast");
-    assert!(took >= Duration::from_millis(50) && took < Duration::from_millis(60), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(50) && took < Duration::from_millis(60),
+        "{took:?}"
+    );
     assert_eq!(server.requests(), 2);
     let m = client.metrics();
     assert_eq!((m.hedges, m.hedge_wins, m.requests), (1, 1, 1), "{m:?}");
@@ -84,7 +87,12 @@ async fn hedges_are_drawn_from_the_retry_budget() {
         .build()
         .expect("budget");
     let client = HttpClient::builder(server.url())
-        .retry_policy(RetryPolicy::builder().budget(budget).build().expect("policy"))
+        .retry_policy(
+            RetryPolicy::builder()
+                .budget(budget)
+                .build()
+                .expect("policy"),
+        )
         .hedge(Hedge::at_percentile(0.9, Duration::from_millis(20)))
         .build_client()
         .expect("client");

@@ -39,14 +39,22 @@ async fn the_breaker_opens_under_a_failing_endpoint_and_is_shared_by_clones() {
     assert!(refused.retry_after.is_some());
     assert_eq!(server.requests(), 3);
     let m = client.metrics();
-    assert_eq!((m.breaker_rejections, m.requests, m.errors), (1, 4, 4), "{m:?}");
+    assert_eq!(
+        (m.breaker_rejections, m.requests, m.errors),
+        (1, 4, 4),
+        "{m:?}"
+    );
     let report = client.health_check().await;
     assert_eq!(report.circuit, Some("open"));
 
     // After the wait one probe goes through.
     tokio::time::advance(Duration::from_secs(10)).await;
     assert_eq!(client.get("/").await.expect("probe").status(), 500);
-    assert_eq!(server.requests(), 5, "the health check's probe and this one");
+    assert_eq!(
+        server.requests(),
+        5,
+        "the health check's probe and this one"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -12,7 +12,13 @@ use connection_transport_http::metrics::to_prometheus;
 use connection_transport_http::{HttpClient, HttpRequest};
 use support::{HttpServer, text};
 
-const SECRETS: &[&str] = &["s3cret-t0ken", "k3y-value", "hunter2", "aHVudGVyMg", "qs-secret"];
+const SECRETS: &[&str] = &[
+    "s3cret-t0ken",
+    "k3y-value",
+    "hunter2",
+    "aHVudGVyMg",
+    "qs-secret",
+];
 
 /// Every log line written while the test runs.
 #[derive(Clone, Default)]
@@ -88,9 +94,15 @@ async fn secrets_never_reach_debug_errors_metrics_or_logs() {
                 .find(|(n, _)| n == name)
                 .map(|(_, v)| v.clone())
         };
-        assert_eq!(header(0, "authorization").as_deref(), Some("Bearer s3cret-t0ken"));
+        assert_eq!(
+            header(0, "authorization").as_deref(),
+            Some("Bearer s3cret-t0ken")
+        );
         assert_eq!(header(0, "x-api-key").as_deref(), Some("k3y-value"));
-        assert_eq!(header(0, "path").as_deref(), Some("/api/items?token=qs-secret"));
+        assert_eq!(
+            header(0, "path").as_deref(),
+            Some("/api/items?token=qs-secret")
+        );
         // alice:hunter2
         assert_eq!(
             header(1, "authorization").as_deref(),
@@ -110,7 +122,10 @@ async fn secrets_never_reach_debug_errors_metrics_or_logs() {
     assert_clean("response Debug", &format!("{response:?}"));
     assert_clean(
         "request Debug",
-        &format!("{:?}", HttpRequest::get("/x?token=qs-secret").header("authorization", "Bearer s3cret-t0ken")),
+        &format!(
+            "{:?}",
+            HttpRequest::get("/x?token=qs-secret").header("authorization", "Bearer s3cret-t0ken")
+        ),
     );
     assert_clean("error", &format!("{err} / {err:?}"));
     assert_clean("core error", &format!("{}", Error::from(err.clone())));

@@ -59,8 +59,8 @@ async fn a_503_with_retry_after_in_seconds_waits_what_the_server_asked() {
 #[tokio::test(start_paused = true)]
 async fn a_503_with_retry_after_as_an_http_date_waits_until_that_date() {
     // The date is on the wall clock (one-second resolution), the wait on tokio's.
-    let server = busy_once(|| httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(3)))
-        .await;
+    let server =
+        busy_once(|| httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(3))).await;
     let client = client(&server);
     let started = Instant::now();
     let response = client.get("/").await.expect("response");
@@ -183,7 +183,10 @@ async fn a_connection_lost_under_a_post_is_not_retried_and_the_error_says_why() 
         .await
         .expect_err("no answer");
     assert_eq!(err.not_retried(), Some(NotRetried::NotIdempotent), "{err}");
-    assert!(matches!(err.inner(), HttpError::Closed { reused: false, .. }), "{err}");
+    assert!(
+        matches!(err.inner(), HttpError::Closed { reused: false, .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("not idempotent"), "{err}");
     assert_eq!(seen.load(Ordering::SeqCst), 1);
 
@@ -231,7 +234,10 @@ async fn a_refused_connect_is_retried_even_for_a_post() {
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.restart().await;
-    let response = request.await.expect("task").expect("sent once the server is up");
+    let response = request
+        .await
+        .expect("task")
+        .expect("sent once the server is up");
     assert_eq!(response.status(), 200);
     assert!(response.attempts() >= 2, "{}", response.attempts());
     // Nothing was sent while refused: the server saw the POST once.
@@ -268,6 +274,9 @@ async fn the_retry_budget_stops_retries_against_a_failing_dependency() {
     }
     // Without a budget: 200 requests. With 10 % of 50 calls: about 5 retries.
     let total = server.requests();
-    assert!((50..=56).contains(&total), "{total} requests reached the server");
+    assert!(
+        (50..=56).contains(&total),
+        "{total} requests reached the server"
+    );
     assert_eq!(client.metrics().retries, total - 50);
 }

@@ -59,7 +59,9 @@ async fn a_supervised_client_records_its_traffic_and_failures_in_its_connection(
 async fn a_supervised_client_reconnects_once_the_server_is_back() {
     let mut server = api_server("api").await;
     let api = Supervisor::new(HttpTransport::new(config(&server)).expect("transport"))
-        .backoff(connection_core::ConstantBackoff::new(Duration::from_millis(100)))
+        .backoff(connection_core::ConstantBackoff::new(
+            Duration::from_millis(100),
+        ))
         .spawn()
         .expect("spawn");
     let client = api.ready(Duration::from_secs(5)).await.expect("connected");
@@ -67,10 +69,7 @@ async fn a_supervised_client_reconnects_once_the_server_is_back() {
     let err = client.get("/").await.expect_err("server gone");
     assert!(Error::from(err).is_connection_level());
     // The connection is lost: the supervisor probes until the server answers.
-    support::wait_until("reconnecting", || {
-        api.state() != ConnectionState::Connected
-    })
-    .await;
+    support::wait_until("reconnecting", || api.state() != ConnectionState::Connected).await;
     server.restart().await;
     let client = api.ready(Duration::from_secs(5)).await.expect("back");
     assert_eq!(client.get("/").await.expect("ok").status(), 200);
@@ -104,7 +103,10 @@ async fn probe_and_health_check_report_the_round_trip_and_the_details() {
     server.stop().await;
     let report = client.health_check().await;
     assert!(!report.healthy);
-    assert!(report.error.as_deref().unwrap_or("").contains("connecting"), "{report:?}");
+    assert!(
+        report.error.as_deref().unwrap_or("").contains("connecting"),
+        "{report:?}"
+    );
     // Probes are not request traffic.
     assert_eq!(client.metrics().requests, 0);
 }
@@ -133,10 +135,18 @@ async fn a_failover_group_of_two_http_servers_keeps_traffic_flowing_while_one_is
             .expect("options")
     };
     manager
-        .add("east", HttpTransport::new(config(&east)).expect("transport"), options())
+        .add(
+            "east",
+            HttpTransport::new(config(&east)).expect("transport"),
+            options(),
+        )
         .expect("add");
     manager
-        .add("west", HttpTransport::new(config(&west)).expect("transport"), options())
+        .add(
+            "west",
+            HttpTransport::new(config(&west)).expect("transport"),
+            options(),
+        )
         .expect("add");
     let group = manager
         .failover_group("api")
@@ -202,7 +212,11 @@ async fn a_failover_group_of_two_http_servers_keeps_traffic_flowing_while_one_is
     tokio::time::sleep(Duration::from_millis(400)).await;
     let before = ok.load(Ordering::Relaxed);
     assert!(before > 50, "traffic was flowing: {before}");
-    assert_eq!(served_by_west.load(Ordering::Relaxed), 0, "east served it all");
+    assert_eq!(
+        served_by_west.load(Ordering::Relaxed),
+        0,
+        "east served it all"
+    );
     east.stop().await;
     tokio::time::timeout(
         Duration::from_secs(5),
