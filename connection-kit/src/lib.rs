@@ -11,6 +11,7 @@
 //! | `pool` | `connection-pool` | `Pool` and `KeyedPool`: bounded, fair, cancellation-safe pooling |
 //! | `health` | `connection-health` | health checks, failover groups, the manager of named connections |
 //! | `ws` | `connection-transport-ws` | a reconnecting, heart-beating WebSocket client |
+//! | `http` | `connection-transport-http` | a managed HTTP client that retries only what is safe |
 //!
 //! With `core` on, its main names are also at the root:
 //!
@@ -51,6 +52,11 @@ pub use connection_health as health;
 #[cfg(feature = "ws")]
 #[cfg_attr(docsrs, doc(cfg(feature = "ws")))]
 pub use connection_transport_ws as ws;
+
+/// The managed HTTP client (the `connection-transport-http` crate).
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use connection_transport_http as http;
 
 #[cfg(feature = "core")]
 #[cfg_attr(docsrs, doc(cfg(feature = "core")))]
