@@ -439,6 +439,23 @@ impl From<Error> for HttpError {
     }
 }
 
+impl connection_retry::Classify for HttpError {
+    fn is_retryable(&self) -> bool {
+        HttpError::is_retryable(self)
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        HttpError::retry_after(self)
+    }
+
+    fn rejection(&self) -> Option<RejectReason> {
+        match self.inner() {
+            HttpError::Rejected(r) => Some(r.reason),
+            _ => None,
+        }
+    }
+}
+
 impl From<Rejected> for HttpError {
     fn from(r: Rejected) -> Self {
         HttpError::Rejected(r)

@@ -35,6 +35,7 @@ const LIBRARY_CRATES: &[&str] = &[
     "connection-pool",
     "connection-health",
     "connection-transport-ws",
+    "connection-transport-http",
     "connection-testkit",
     "connection-kit",
 ];
@@ -48,6 +49,7 @@ const BENCH_GROUPS: &[(&str, &str, &str)] = &[
     ("retry", "connection-retry", "stack"),
     ("pool", "connection-pool", "pool"),
     ("ws", "connection-transport-ws", "ws"),
+    ("http", "connection-transport-http", "http"),
     ("manager", "connection-health", "manager"),
     ("manager", "connection-health", "storm"),
     ("manager", "connection-health", "export"),
