@@ -4,12 +4,12 @@
 use connection_kit::core::ConnectionConfig;
 use connection_kit::core::env::{EnvSection, PROJECT_PREFIX, RESERVED_SECTIONS};
 use connection_kit::health::ManagerConfig;
+use connection_kit::http::HttpSettings;
 use connection_kit::pool::PoolConfig;
 use connection_kit::retry::backoff::BackoffConfig;
 use connection_kit::retry::breaker::CircuitBreakerConfig;
 use connection_kit::retry::bulkhead::BulkheadConfig;
 use connection_kit::retry::limit::RateLimitConfig;
-use connection_kit::http::HttpSettings;
 use connection_kit::ws::WsSettings;
 
 const START: &str = "<!-- env-table:start -->";

@@ -234,7 +234,12 @@ fn get() {
             let m = client.metrics();
             eprintln!("  ours opened {} connections", m.connections_opened);
             assert_eq!(
-                (m.retries, m.breaker_rejections, m.limiter_rejections, m.errors),
+                (
+                    m.retries,
+                    m.breaker_rejections,
+                    m.limiter_rejections,
+                    m.errors
+                ),
                 (0, 0, 0, 0),
                 "the policies never tripped"
             );
@@ -307,8 +312,7 @@ fn overhead() {
                     with.push(started.elapsed().as_nanos() as f64 / f64::from(N));
                 } else {
                     for i in 0..N {
-                        let r: Result<u32, HttpError> =
-                            async { Ok(std::hint::black_box(i)) }.await;
+                        let r: Result<u32, HttpError> = async { Ok(std::hint::black_box(i)) }.await;
                         std::hint::black_box(r.is_ok());
                     }
                     without.push(started.elapsed().as_nanos() as f64 / f64::from(N));
@@ -318,5 +322,7 @@ fn overhead() {
     });
     let ns = (median(with) - median(without)).max(0.0);
     println!("{{\"bench\":\"http_retry_overhead\",\"unit\":\"ns\",\"ours\":{ns:.1}}}");
-    eprintln!("http_retry_overhead {ns:.1} ns per request (retry + limiter + breaker, success path)");
+    eprintln!(
+        "http_retry_overhead {ns:.1} ns per request (retry + limiter + breaker, success path)"
+    );
 }

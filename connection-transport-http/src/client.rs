@@ -51,7 +51,7 @@ use crate::config::{
 use crate::connector::{ATTEMPT, Attempt, ConnectLayer};
 use crate::error::{HttpError, NotRetried, TimeoutKind, from_reqwest, is_retryable_status};
 use crate::health::HealthReport;
-use crate::metrics::{HttpMetrics, HttpMetricsSnapshot};
+use crate::metrics::{HttpMetrics, HttpMetricsSnapshot, Outcome};
 use crate::request::{HttpRequest, RetryMode};
 use crate::response::HttpResponse;
 
@@ -319,7 +319,7 @@ impl HttpClient {
         self.send(HttpRequest::new(Method::DELETE, path)).await
     }
 
-    /// Sends `request` through the policy stack (see the [module docs](self)) and reads
+    /// Sends `request` through the policy stack (see the [crate docs](crate)) and reads
     /// the response body. Any status comes back as a response; errors are failures to
     /// get one.
     pub async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
@@ -352,12 +352,14 @@ impl HttpClient {
                 let failed = response.status.is_server_error();
                 shared.metrics.record(
                     now,
-                    Some(status),
-                    failed,
-                    elapsed,
-                    bytes_in,
-                    p.bytes_out,
-                    retries,
+                    Outcome {
+                        status: Some(status),
+                        failed,
+                        latency: elapsed,
+                        bytes_in,
+                        bytes_out: p.bytes_out,
+                        retries,
+                    },
                 );
                 if let Some(t) = traffic {
                     t.sent(1, p.bytes_out);
@@ -376,9 +378,17 @@ impl HttpClient {
                 Ok(response)
             }
             Err(error) => {
-                shared
-                    .metrics
-                    .record(now, None, true, elapsed, 0, p.bytes_out, retries);
+                shared.metrics.record(
+                    now,
+                    Outcome {
+                        status: None,
+                        failed: true,
+                        latency: elapsed,
+                        bytes_in: 0,
+                        bytes_out: p.bytes_out,
+                        retries,
+                    },
+                );
                 if let Some(bound) = &self.bound {
                     if counts_as_failure(&error) {
                         let core = Error::from(error.clone());
@@ -520,7 +530,7 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 struct AttemptError {
     error: HttpError,
     /// The response behind a retryable status: returned if the retries run out.
-    response: Option<HttpResponse>,
+    response: Option<Box<HttpResponse>>,
     retryable: bool,
 }
 
@@ -613,7 +623,7 @@ impl Shared {
             Err(AttemptError {
                 response: Some(response),
                 ..
-            }) => Ok(response),
+            }) => Ok(*response),
             Err(AttemptError {
                 error,
                 retryable: false,
@@ -885,7 +895,7 @@ fn classify(
             };
             Err(AttemptError {
                 error,
-                response: Some(response),
+                response: Some(Box::new(response)),
                 retryable: p.repeat.is_none(),
             })
         }
@@ -969,6 +979,13 @@ impl RequestBuilder<'_> {
     }
 }
 
+impl HttpConfigBuilder {
+    /// Builds the configuration and a client with it.
+    pub fn build_client(self) -> Result<HttpClient, HttpError> {
+        HttpClient::new(self.build()?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -985,12 +1002,5 @@ mod tests {
         send(&client.get_json::<serde_json::Value>("/"));
         send(&client.probe());
         send(&client.health_check());
-    }
-}
-
-impl HttpConfigBuilder {
-    /// Builds the configuration and a client with it.
-    pub fn build_client(self) -> Result<HttpClient, HttpError> {
-        HttpClient::new(self.build()?)
     }
 }

@@ -603,7 +603,7 @@ impl HttpConfigBuilder {
     }
 
     /// How long a pooled keep-alive socket may stay idle (default 4 s, see the
-    /// [module docs](self)); `None` keeps it until the server closes it.
+    /// [`DEFAULT_POOL_IDLE_TIMEOUT`]); `None` keeps it until the server closes it.
     pub fn pool_idle_timeout(mut self, limit: Option<Duration>) -> Self {
         self.s.pool_idle_timeout = limit;
         self
@@ -879,9 +879,9 @@ impl HttpConfigBuilder {
 
 /// The endpoint, the prefix requests are appended to, and the URL's userinfo as a basic
 /// `Authorization` header.
-fn parse_base(
-    raw: &str,
-) -> Result<(Endpoint, Arc<str>, Option<(HeaderName, HeaderValue)>), ConfigError> {
+type Base = (Endpoint, Arc<str>, Option<(HeaderName, HeaderValue)>);
+
+fn parse_base(raw: &str) -> Result<Base, ConfigError> {
     let mut url =
         Url::parse(raw.trim()).map_err(|e| ConfigError::new("url", format!("not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {

@@ -20,7 +20,7 @@
 //! - a streaming body ([`Body::stream`]) is consumed by the first attempt: never
 //!   retried, and the error says so.
 //!
-//! The retry loop is connection-retry's [`RetryPolicy`](connection_retry::RetryPolicy):
+//! The retry loop is connection-retry's [`RetryPolicy`]:
 //! exponential backoff with jitter, a retry budget (retries add at most 20 % load, so a
 //! failing dependency is not hammered), a deadline, and the server's `Retry-After` in
 //! both forms (seconds and HTTP-date), capped. The circuit breaker and the rate limiter

@@ -17,6 +17,18 @@ use tokio::time::Instant;
 pub const THROUGHPUT_WINDOW_SECS: u64 = 10;
 const SLOTS: usize = THROUGHPUT_WINDOW_SECS as usize + 2;
 
+/// How one request ended, for [`HttpMetrics::record`].
+pub(crate) struct Outcome {
+    /// The final status, when a response came back.
+    pub(crate) status: Option<u16>,
+    /// Whether it counts as an error (no response, or a 5xx).
+    pub(crate) failed: bool,
+    pub(crate) latency: Duration,
+    pub(crate) bytes_in: u64,
+    pub(crate) bytes_out: u64,
+    pub(crate) retries: u32,
+}
+
 /// One client's counters (shared by its clones). Read them with
 /// [`snapshot`](Self::snapshot).
 pub struct HttpMetrics {
@@ -77,36 +89,26 @@ impl HttpMetrics {
         }
     }
 
-    /// One finished request (all its attempts): `status` when a response came back,
-    /// `failed` when it counts as an error (no response, or a 5xx).
-    pub(crate) fn record(
-        &self,
-        now: Instant,
-        status: Option<u16>,
-        failed: bool,
-        latency: Duration,
-        bytes_in: u64,
-        bytes_out: u64,
-        retries: u32,
-    ) {
+    /// One finished request (all its attempts).
+    pub(crate) fn record(&self, now: Instant, o: Outcome) {
         self.requests.fetch_add(1, Relaxed);
-        if failed {
+        if o.failed {
             self.errors.fetch_add(1, Relaxed);
         }
-        if let Some(status) = status {
+        if let Some(status) = o.status {
             if let Some(class) = self.classes.get(usize::from(status / 100).wrapping_sub(1)) {
                 class.fetch_add(1, Relaxed);
             }
-            self.latency.record(latency);
+            self.latency.record(o.latency);
         }
-        if bytes_in != 0 {
-            self.bytes_in.fetch_add(bytes_in, Relaxed);
+        if o.bytes_in != 0 {
+            self.bytes_in.fetch_add(o.bytes_in, Relaxed);
         }
-        if bytes_out != 0 {
-            self.bytes_out.fetch_add(bytes_out, Relaxed);
+        if o.bytes_out != 0 {
+            self.bytes_out.fetch_add(o.bytes_out, Relaxed);
         }
-        if retries != 0 {
-            self.retries.fetch_add(u64::from(retries), Relaxed);
+        if o.retries != 0 {
+            self.retries.fetch_add(u64::from(o.retries), Relaxed);
         }
         self.tick(now);
     }
@@ -473,6 +475,24 @@ fn escape(value: &str) -> String {
 mod tests {
     use super::*;
 
+    fn outcome(
+        status: Option<u16>,
+        failed: bool,
+        ms: u64,
+        bytes_in: u64,
+        bytes_out: u64,
+        retries: u32,
+    ) -> Outcome {
+        Outcome {
+            status,
+            failed,
+            latency: Duration::from_millis(ms),
+            bytes_in,
+            bytes_out,
+            retries,
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn counts_classes_rates_and_throughput() {
         let m = HttpMetrics::new();
@@ -480,23 +500,10 @@ mod tests {
         for status in [200, 201, 404, 503] {
             m.record(
                 Instant::now(),
-                Some(status),
-                status >= 500,
-                Duration::from_millis(2),
-                10,
-                3,
-                0,
+                outcome(Some(status), status >= 500, 2, 10, 3, 0),
             );
         }
-        m.record(
-            Instant::now(),
-            None,
-            true,
-            Duration::from_millis(1),
-            0,
-            3,
-            2,
-        );
+        m.record(Instant::now(), outcome(None, true, 1, 0, 3, 2));
         let s = m.snapshot();
         assert_eq!((s.requests, s.errors), (5, 2));
         assert!((s.error_rate - 0.4).abs() < 1e-9);
@@ -518,7 +525,7 @@ mod tests {
         // Ten requests a second for twenty seconds: the window sees ten a second.
         for _ in 0..20 {
             for _ in 0..10 {
-                m.record(Instant::now(), Some(200), false, Duration::ZERO, 0, 0, 0);
+                m.record(Instant::now(), outcome(Some(200), false, 0, 0, 0, 0));
             }
             tokio::time::advance(Duration::from_secs(1)).await;
         }
@@ -530,15 +537,7 @@ mod tests {
     #[test]
     fn exports() {
         let m = HttpMetrics::new();
-        m.record(
-            Instant::now(),
-            Some(200),
-            false,
-            Duration::from_millis(3),
-            5,
-            0,
-            0,
-        );
+        m.record(Instant::now(), outcome(Some(200), false, 3, 5, 0, 0));
         m.breaker_rejection();
         let s = m.snapshot();
         let json: serde_json::Value = serde_json::from_str(&s.to_json()).unwrap();

@@ -34,6 +34,16 @@ use crate::error::HttpError;
 
 /// A [`Transport`] whose connections hand out an [`HttpClient`].
 ///
+/// HTTP has no one long-lived socket to watch, so a connection here is "the server
+/// answers": `connect` sends the [`Probe`](crate::Probe) once; the connection's I/O
+/// handle is the transport's client (a clone), recording its traffic into the
+/// connection's [`Traffic`] (latency, bytes, failures: connection failures, timeouts,
+/// 5xx, which a health monitor counts like failed probes); `closed` resolves when a
+/// request finally fails to reach the server at all (connect refused or timed out), so
+/// the supervisor reconnects, that is probes until the server answers; `probe` is the
+/// health request. All connections share one client: one pool, breaker, limiter and
+/// retry budget.
+///
 /// ```no_run
 /// use connection_core::Supervisor;
 /// use connection_transport_http::{HttpConfig, HttpTransport, Probe};
@@ -99,8 +109,8 @@ impl Transport for HttpTransport {
     }
 }
 
-/// One "connection" of an [`HttpTransport`]: the server answered its probe. See the
-/// [module docs](self).
+/// One "connection" of an [`HttpTransport`]: the server answered its probe. See
+/// [`HttpTransport`] for what that means.
 #[derive(Debug)]
 pub struct HttpConnection {
     id: ConnectionId,
