@@ -75,6 +75,6 @@ pub use connection_core::{
 pub use connection_core::metrics;
 
 /// The README's examples, compiled as doctests so they cannot drift from the API.
-#[cfg(all(doctest, feature = "health", feature = "ws"))]
+#[cfg(all(doctest, feature = "health", feature = "ws", feature = "http"))]
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
