@@ -514,6 +514,13 @@ impl HttpConfigBuilder {
         }
     }
 
+    /// Records a setting refused before it reached the builder (for the settings
+    /// loader), reported by `build`.
+    pub(crate) fn refuse(mut self, e: ConfigError) -> Self {
+        self.fail(e);
+        self
+    }
+
     /// A header sent with every request. Values never appear in `Debug`, logs or
     /// events.
     pub fn header(mut self, name: impl AsRef<str>, value: impl AsRef<str>) -> Self {
@@ -848,6 +855,9 @@ impl HttpConfigBuilder {
             h.validate()?;
         }
         require_nonzero("probe", s.probe.timeout)?;
+        if let Some(status) = s.probe.expect {
+            require_in_range("probe", status, 100..=599)?;
+        }
         if !s.probe.path.starts_with('/') {
             return Err(ConfigError::new("probe", "the path must start with `/`").into());
         }

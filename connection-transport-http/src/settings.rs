@@ -446,10 +446,17 @@ impl HttpSettings {
             || self.probe_status.is_some()
             || self.probe_timeout_ms.is_some()
         {
-            let method = match self.probe_method.as_deref() {
+            let method = match self.probe_method.as_deref().map(str::trim) {
                 None => Method::GET,
-                Some(m) => Method::from_bytes(m.trim().to_ascii_uppercase().as_bytes())
-                    .unwrap_or(Method::GET),
+                Some(m) => match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                    Ok(method) if !m.is_empty() => method,
+                    _ => {
+                        return b.refuse(ConfigError::new(
+                            "probe",
+                            format!("`{m}` is not an HTTP method"),
+                        ));
+                    }
+                },
             };
             let mut probe = Probe::new(
                 method,
@@ -538,6 +545,8 @@ mod tests {
             ("CONNECTION_HTTP_RETRY_BUDGET_RATIO", "inf"),
             ("CONNECTION_HTTP_PROBE_PATH", "healthz"),
             ("CONNECTION_HTTP_HEDGE_PERCENTILE", "2"),
+            ("CONNECTION_HTTP_PROBE_METHOD", "GE T"),
+            ("CONNECTION_HTTP_PROBE_STATUS", "600"),
             ("CONNECTION_HTTP_URL", "ftp://x"),
             ("CONNECTION_HTTP_BEARER_TOKEN", "bad\ntoken"),
         ] {
