@@ -17,8 +17,9 @@
 //!   permit → breaker permit → success), around an operation that is ready at once,
 //!   minus the same operation alone. Median of rounds, single thread.
 //!
-//! `HTTP_BENCH_BARE=1` runs ours with every policy and the request timeout off, to
-//! tell their cost from the client's own (and skips `http_retry_overhead`).
+//! `HTTP_BENCH_VARIANT` (`bare`: every policy and the request timeout off; `timeout`:
+//! only the request timeout; `policies`: only the policies) tells their costs apart
+//! (and skips `http_retry_overhead`).
 //!
 //! JSON lines on stdout (DESIGN.md "Measuring"), a table on stderr.
 #![allow(clippy::print_stdout)] // The JSON lines on stdout are this program's output.
@@ -186,19 +187,23 @@ fn p99(mut v: Vec<u32>) -> f64 {
 }
 
 fn ours(addr: SocketAddr) -> HttpClient {
-    if std::env::var("HTTP_BENCH_BARE").is_ok() {
-        return HttpClient::builder(format!("http://{addr}"))
+    let b = HttpClient::builder(format!("http://{addr}"));
+    // Diagnostics: which part of the stack costs what.
+    let b = match std::env::var("HTTP_BENCH_VARIANT").as_deref() {
+        Ok("bare") => b.no_retries().no_circuit_breaker().no_request_timeout(),
+        Ok("timeout") => b.no_retries().no_circuit_breaker(),
+        Ok("policies") => b.no_request_timeout().rate_limit(100_000_000, 100_000_000),
+        Ok("retry") => b.no_request_timeout().no_circuit_breaker(),
+        Ok("breaker") => b.no_request_timeout().no_retries(),
+        Ok("limiter") => b
+            .no_request_timeout()
             .no_retries()
             .no_circuit_breaker()
-            .no_request_timeout()
-            .build_client()
-            .expect("bare");
-    }
-    HttpClient::builder(format!("http://{addr}"))
+            .rate_limit(100_000_000, 100_000_000),
         // Policies on, never tripping: a rate far above what the machine can do.
-        .rate_limit(100_000_000, 100_000_000)
-        .build_client()
-        .expect("our client")
+        _ => b.rate_limit(100_000_000, 100_000_000),
+    };
+    b.build_client().expect("our client")
 }
 
 fn get() {
@@ -281,7 +286,7 @@ fn overhead() {
         .expect("runtime");
     let client = ours("127.0.0.1:1".parse().expect("addr"));
     let endpoint: Endpoint = client.endpoint().clone();
-    if std::env::var("HTTP_BENCH_BARE").is_ok() {
+    if std::env::var("HTTP_BENCH_VARIANT").is_ok_and(|v| v != "full") {
         return;
     }
     let (retry, limiter, breaker) = (
