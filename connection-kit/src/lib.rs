@@ -11,6 +11,7 @@
 //! | `pool` | `connection-pool` | `Pool` and `KeyedPool`: bounded, fair, cancellation-safe pooling |
 //! | `health` | `connection-health` | health checks, failover groups, the manager of named connections |
 //! | `ws` | `connection-transport-ws` | a reconnecting, heart-beating WebSocket client |
+//! | `http` | `connection-transport-http` | a managed HTTP client that retries only what is safe |
 //!
 //! With `core` on, its main names are also at the root; with `retry` on, so are the
 //! names your own error type meets (`Classify`, `TimedOut`, and core's
@@ -54,6 +55,11 @@ pub use connection_health as health;
 #[cfg_attr(docsrs, doc(cfg(feature = "ws")))]
 pub use connection_transport_ws as ws;
 
+/// The managed HTTP client (the `connection-transport-http` crate).
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use connection_transport_http as http;
+
 #[cfg(feature = "core")]
 #[cfg_attr(docsrs, doc(cfg(feature = "core")))]
 pub use connection_core::{
@@ -78,6 +84,6 @@ pub use connection_core::metrics;
 pub use connection_retry::{Classify, TimedOut};
 
 /// The README's examples, compiled as doctests so they cannot drift from the API.
-#[cfg(all(doctest, feature = "health", feature = "ws"))]
+#[cfg(all(doctest, feature = "health", feature = "ws", feature = "http"))]
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use connection_kit::core::{ConfigError, ConnectionConfig, Error, MAX_DURATION, Supervisor};
 use connection_kit::health::{ConnectionManager, ConnectionOptions, HealthCheck, ManagerConfig};
+use connection_kit::http::{Hedge, HttpClient, HttpConfig, HttpConfigBuilder, Probe};
 use connection_kit::pool::{Pool, PoolConfig};
 use connection_kit::retry::{BackoffStrategy, Bulkhead, CircuitBreaker, Quota, RateLimiter};
 use connection_kit::ws::{WsClient, WsConfig};
@@ -456,6 +457,81 @@ async fn websocket_config() {
         ];
         for (field, c) in cases {
             judge(format!("WsConfig {field}={d:?}"), field, build(c), run).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn http_config() {
+    let server = LoopbackServer::start(|mut stream, _| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut buf).await {
+            if n == 0
+                || stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let url = format!("http://{}", server.addr());
+    let run = |config: HttpConfig| async move {
+        let client = HttpClient::new(config).unwrap();
+        let _ = tokio::time::timeout(Duration::from_millis(300), client.get("/")).await;
+        let _ = tokio::time::timeout(Duration::from_millis(300), client.probe()).await;
+    };
+    let b = || HttpConfig::builder(url.clone());
+    let build = |c: HttpConfigBuilder| {
+        c.build().map_err(|e| match e {
+            connection_kit::http::HttpError::Config(c) => c,
+            other => panic!("not a configuration error: {other}"),
+        })
+    };
+    for &n in COUNTS {
+        let n32 = u32::try_from(n).unwrap_or(u32::MAX);
+        let cases = [
+            ("max_response_size", b().max_response_size(n)),
+            ("pool_max_idle_per_host", b().pool_max_idle_per_host(n)),
+            ("max_retries", b().max_retries(n32)),
+            ("breaker", b().breaker(n32, Duration::from_secs(1))),
+            ("rate_limit", b().rate_limit(n32, n32)),
+        ];
+        for (field, c) in cases {
+            judge(format!("HttpConfig {field}={n}"), field, build(c), run).await;
+        }
+    }
+    for &d in DURATIONS {
+        let cases = [
+            ("connect_timeout", b().connect_timeout(d)),
+            ("request_timeout", b().request_timeout(d)),
+            ("read_timeout", b().read_timeout(d)),
+            ("pool_idle_timeout", b().pool_idle_timeout(Some(d))),
+            ("retry_backoff", b().retry_backoff(d, d)),
+            ("retry_after_max", b().retry_after_max(d)),
+            ("retry_deadline", b().retry_deadline(d)),
+            ("breaker", b().breaker(5, d)),
+            ("hedge", b().hedge(Hedge::after(d))),
+            ("probe", b().probe(Probe::get("/").timeout(d))),
+        ];
+        for (field, c) in cases {
+            judge(format!("HttpConfig {field}={d:?}"), field, build(c), run).await;
+        }
+    }
+    for &r in RATIOS {
+        let cases = [
+            ("retry_budget", b().retry_budget(Some(r))),
+            (
+                "hedge",
+                b().hedge(Hedge::at_percentile(r, Duration::from_millis(5))),
+            ),
+        ];
+        for (field, c) in cases {
+            judge(format!("HttpConfig {field}={r}"), field, build(c), run).await;
         }
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use connection_kit::core::env::EnvSection;
 use connection_kit::core::{ConnectionConfig, Error, Supervisor};
 use connection_kit::health::{ConnectionManager, ConnectionOptions, ManagerConfig};
+use connection_kit::http::HttpSettings;
 use connection_kit::pool::{Pool, PoolConfig};
 use connection_kit::retry::backoff::BackoffConfig;
 use connection_kit::retry::breaker::CircuitBreakerConfig;
@@ -64,6 +65,9 @@ where
             let mut vars = vec![(var.name(), value)];
             if section.prefix() == "CONNECTION_WS_" && var.name() != "CONNECTION_WS_URL" {
                 vars.push(("CONNECTION_WS_URL", "ws://127.0.0.1:1/"));
+            }
+            if section.prefix() == "CONNECTION_HTTP_" && var.name() != "CONNECTION_HTTP_URL" {
+                vars.push(("CONNECTION_HTTP_URL", "http://127.0.0.1:1/"));
             }
             match load(vars) {
                 Err(err) => {
@@ -235,6 +239,42 @@ async fn websocket_settings_refuse_or_run() {
             client.close(Duration::from_millis(500)).await;
         }
     })
+    .await;
+    assert!(n > 0);
+}
+
+#[tokio::test]
+async fn http_settings_refuse_or_run() {
+    let server = LoopbackServer::start(|mut stream, _| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut buf).await {
+            if n == 0
+                || stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let url = format!("http://{}/", server.addr());
+    let n = sweep(
+        HttpSettings::ENV,
+        HttpSettings::from_vars,
+        |mut settings| {
+            let url = url.clone();
+            async move {
+                settings.url = Some(url);
+                let client = settings.into_client().unwrap();
+                let _ = tokio::time::timeout(Duration::from_millis(500), client.get("/")).await;
+                let _ = tokio::time::timeout(Duration::from_millis(500), client.probe()).await;
+            }
+        },
+    )
     .await;
     assert!(n > 0);
 }

@@ -4,6 +4,7 @@
 use connection_kit::core::ConnectionConfig;
 use connection_kit::core::env::{EnvSection, PROJECT_PREFIX, RESERVED_SECTIONS};
 use connection_kit::health::ManagerConfig;
+use connection_kit::http::HttpSettings;
 use connection_kit::pool::PoolConfig;
 use connection_kit::retry::backoff::BackoffConfig;
 use connection_kit::retry::breaker::CircuitBreakerConfig;
@@ -25,6 +26,7 @@ fn sections() -> Vec<(&'static str, EnvSection)> {
         ("`ManagerConfig`", ManagerConfig::ENV),
         ("`ManagerConfig` (health check)", ManagerConfig::HEALTH_ENV),
         ("`WsSettings`", WsSettings::ENV),
+        ("`HttpSettings`", HttpSettings::ENV),
     ]
 }
 
@@ -115,6 +117,24 @@ fn every_loader_reads_its_documented_defaults() {
         format!("{manager:?}"),
         format!("{:?}", ManagerConfig::default())
     );
+    let http = HttpSettings::from_vars(
+        defaults(HttpSettings::ENV)
+            .into_iter()
+            .filter(|(name, _)| *name != "CONNECTION_HTTP_URL")
+            .chain([("CONNECTION_HTTP_URL", "http://127.0.0.1:1")]),
+    )
+    .unwrap()
+    .into_builder()
+    .unwrap()
+    .build()
+    .unwrap();
+    let implicit = HttpSettings::from_vars([("CONNECTION_HTTP_URL", "http://127.0.0.1:1")])
+        .unwrap()
+        .into_builder()
+        .unwrap()
+        .build()
+        .unwrap();
+    assert_eq!(format!("{http:?}"), format!("{implicit:?}"));
     let none = ManagerConfig::from_vars(Vec::<(String, String)>::new()).unwrap();
     assert_eq!(
         format!("{none:?}"),

@@ -15,6 +15,12 @@
 //! venv's interpreter through `CONNECTION_INTEROP_PYTHON`, and `CONNECTION_REQUIRE_INTEROP=1`
 //! makes a missing peer a failure instead of a notice.
 //!
+//! The HTTP interop peer is nginx from Debian (`nginx-light`), installed with apt-get
+//! when no `nginx` binary is found (with a `policy-rc.d` that keeps the package from
+//! starting its own service on port 80); the tests start it themselves, bound to
+//! 127.0.0.1, with a configuration under the target directory, and get the binary
+//! through `CONNECTION_INTEROP_NGINX`.
+//!
 //! The conformance suite is PyPI `autobahntestsuite` 0.8.2, which needs CPython 2.7
 //! (`$CONNECTION_AUTOBAHN_PYTHON`, else `python2.7` on the PATH, else pyenv's 2.7): it is
 //! installed with `pip install --target target/autobahn/site` (skipped when there), and
@@ -35,6 +41,7 @@ const LIBRARY_CRATES: &[&str] = &[
     "connection-pool",
     "connection-health",
     "connection-transport-ws",
+    "connection-transport-http",
     "connection-testkit",
     "connection-kit",
 ];
@@ -48,6 +55,7 @@ const BENCH_GROUPS: &[(&str, &str, &str)] = &[
     ("retry", "connection-retry", "stack"),
     ("pool", "connection-pool", "pool"),
     ("ws", "connection-transport-ws", "ws"),
+    ("http", "connection-transport-http", "http"),
     ("manager", "connection-health", "manager"),
     ("manager", "connection-health", "storm"),
     ("manager", "connection-health", "export"),
@@ -175,10 +183,59 @@ fn interop_setup() -> Result<PathBuf, String> {
     Ok(python)
 }
 
-/// Points a test command at the interop peer and makes its absence a failure.
+/// Points a test command at the interop peers and makes their absence a failure.
 fn with_interop_env(cmd: &mut Command) {
     cmd.env(INTEROP_PYTHON_VAR, venv_python(&interop_venv()))
         .env(INTEROP_REQUIRE_VAR, "1");
+    if let Some(nginx) = nginx_path() {
+        cmd.env(NGINX_VAR, nginx);
+    }
+}
+
+/// Where the HTTP interop tests find nginx.
+const NGINX_VAR: &str = "CONNECTION_INTEROP_NGINX";
+
+/// An nginx binary: `$CONNECTION_INTEROP_NGINX`, Debian's place, or the PATH.
+fn nginx_path() -> Option<PathBuf> {
+    if let Some(p) = env::var_os(NGINX_VAR) {
+        return Some(PathBuf::from(p)).filter(|p| p.exists());
+    }
+    let mut places = vec![PathBuf::from("/usr/sbin/nginx")];
+    if let Some(path) = env::var_os("PATH") {
+        places.extend(env::split_paths(&path).map(|d| d.join("nginx")));
+    }
+    places.into_iter().find(|p| p.exists())
+}
+
+/// Installs Debian's `nginx-light` unless an nginx is there.
+fn nginx_setup() -> Result<PathBuf, String> {
+    if let Some(p) = nginx_path() {
+        eprintln!("xtask: nginx already installed ({})", p.display());
+        return Ok(p);
+    }
+    eprintln!("xtask: installing nginx-light from Debian");
+    // Keep the package from starting its own nginx (port 80, every interface): the
+    // tests start theirs on 127.0.0.1. Removed again only if we made it.
+    let policy = Path::new("/usr/sbin/policy-rc.d");
+    let made_policy = !policy.exists()
+        && std::fs::write(policy, "#!/bin/sh\nexit 101\n").is_ok()
+        && Command::new("chmod").arg("+x").arg(policy).status().is_ok();
+    let result = run(Command::new("apt-get").args(["update", "-qq"])).and_then(|()| {
+        run(Command::new("apt-get")
+            .args([
+                "install",
+                "-y",
+                "-qq",
+                "--no-install-recommends",
+                "nginx-light",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+    });
+    if made_policy {
+        let _ = std::fs::remove_file(policy);
+    }
+    result.map_err(|e| format!("{e} (installing nginx needs apt-get and root)"))?;
+    nginx_path().ok_or_else(|| "nginx-light installed, but no nginx binary found".to_owned())
 }
 
 /// The pinned conformance suite.
@@ -282,6 +339,11 @@ fn autobahn() -> Result<(), String> {
 
 fn interop() -> Result<(), String> {
     interop_setup()?;
+    nginx_setup()?;
+    let mut cmd = cargo();
+    cmd.args(["test", "-p", "connection-transport-http", "--test", "nginx"]);
+    with_interop_env(&mut cmd);
+    run(&mut cmd)?;
     autobahn()?;
     let mut cmd = cargo();
     if has_nextest() {
@@ -393,7 +455,10 @@ fn ci() -> Result<(), String> {
         eprintln!("\n=== xtask ci [{}/{total}] {name}", i + 1);
         let step_started = Instant::now();
         let result = match step {
-            Step::InteropSetup => interop_setup().and_then(|_| autobahn_setup()).map(drop),
+            Step::InteropSetup => interop_setup()
+                .and_then(|_| nginx_setup())
+                .and_then(|_| autobahn_setup())
+                .map(drop),
             Step::Cargo(mut cmd) => {
                 if name == "doc" {
                     cmd.env("RUSTDOCFLAGS", "-Dwarnings");
