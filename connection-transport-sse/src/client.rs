@@ -193,7 +193,7 @@ impl fmt::Debug for SseClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SseClient")
             .field("handle", self.supervised.handle())
-            .field("buffered", &self.events.buffered())
+            .field("buffered", &self.events.queued())
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
@@ -295,8 +295,8 @@ impl SseClient {
     }
 
     /// Items waiting to be taken.
-    pub fn buffered(&self) -> usize {
-        self.events.buffered()
+    pub fn queued(&self) -> usize {
+        self.events.queued()
     }
 
     /// Events, bytes, reconnects, time connected and the gaps between streams.

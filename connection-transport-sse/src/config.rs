@@ -77,8 +77,10 @@ pub struct SseConfig {
     pub(crate) inbound_buffer: usize,
     pub(crate) close_timeout: Duration,
     pub(crate) reconnect: bool,
+    /// Always built, `http://` included: a redirect may lead to `https://`, and reqwest
+    /// without a preconfigured TLS setup would look for a process-wide provider.
     #[cfg(feature = "tls")]
-    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+    pub(crate) tls: Arc<rustls::ClientConfig>,
     #[cfg(feature = "tls")]
     tls_source: crate::tls::TlsSource,
 }
@@ -568,11 +570,7 @@ impl SseConfigBuilder {
             1..=MAX_INBOUND_BUFFER,
         )?;
         #[cfg(feature = "tls")]
-        let tls = if url.scheme() == "https" {
-            Some(self.tls.client_config()?)
-        } else {
-            None
-        };
+        let tls = self.tls.client_config()?;
         Ok(SseConfig {
             url,
             endpoint,

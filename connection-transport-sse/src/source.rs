@@ -188,7 +188,7 @@ impl fmt::Debug for SseEvents {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SseEvents")
             .field("endpoint", &self.source.endpoint)
-            .field("buffered", &self.buffered())
+            .field("buffered", &self.queued())
             .finish()
     }
 }
@@ -216,7 +216,7 @@ impl SseEvents {
     }
 
     /// Items waiting.
-    pub fn buffered(&self) -> usize {
+    pub fn queued(&self) -> usize {
         self.source.rx.len()
     }
 

@@ -61,8 +61,8 @@ impl SseTransport {
             .no_proxy()
             .tcp_nodelay(true);
         #[cfg(feature = "tls")]
-        if let Some(tls) = &config.tls {
-            http = http.tls_backend_preconfigured(rustls::ClientConfig::clone(tls));
+        {
+            http = http.tls_backend_preconfigured(rustls::ClientConfig::clone(&config.tls));
         }
         let http = http.build().map_err(|e| {
             SseError::Config(connection_core::ConfigError::new(
