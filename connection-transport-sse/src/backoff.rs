@@ -45,8 +45,11 @@ impl ServerRetry {
 /// fixed, half random) so a fleet of clients does not come back in lockstep. A
 /// `Retry-After` on a failing status is a floor. The supervisor starts the count over
 /// once a stream has stayed up `stable_after`.
+///
+/// Made by [`SseTransport::backoff`](crate::SseTransport::backoff) (bound to that
+/// transport's server `retry`); [`SseClient`](crate::SseClient) uses it by default.
 #[derive(Debug)]
-pub(crate) struct SseBackoff {
+pub struct SseBackoff {
     initial: Duration,
     max: Duration,
     max_attempts: Option<u32>,

@@ -121,6 +121,7 @@ mod status;
 mod tls;
 mod transport;
 
+pub use backoff::SseBackoff;
 pub use client::{PRIVATE_BUS_CAPACITY, SseClient, SseClientBuilder, SseEnd, SseMetrics};
 pub use config::{
     DEFAULT_CLOSE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_INACTIVITY_TIMEOUT,

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use connection_core::{Backoff, Endpoint, Error, Transport};
+use connection_core::{Endpoint, Error, Transport};
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 
@@ -93,13 +93,20 @@ impl SseTransport {
     /// [`SseConfigBuilder::reconnect_delays`](crate::SseConfigBuilder::reconnect_delays)),
     /// for a supervisor or manager that runs this transport:
     /// `Supervisor::new(transport).backoff(backoff)`.
-    pub fn backoff(&self) -> impl Backoff + use<> {
-        SseBackoff::new(
+    pub fn backoff(&self) -> SseBackoff {
+        (self.backoff_factory())()
+    }
+
+    /// Makes [`backoff`](Self::backoff)s, for a manager that starts a fresh schedule
+    /// for every supervisor (`ConnectionOptions::builder().backoff(factory)`).
+    pub fn backoff_factory(&self) -> impl Fn() -> SseBackoff + Send + Sync + 'static {
+        let (initial, max, attempts) = (
             self.config.initial_delay,
             self.config.max_delay,
             self.config.max_attempts,
-            self.source.retry.clone(),
-        )
+        );
+        let retry = self.source.retry.clone();
+        move || SseBackoff::new(initial, max, attempts, retry.clone())
     }
 
     /// The settings.
