@@ -2,6 +2,7 @@
 //! [`connection_core::Supervisor`].
 
 use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -114,7 +115,7 @@ impl SseClientBuilder {
         let states = WatchStream::new(supervised.watch_state());
         Ok(SseClient {
             supervised,
-            rx: Box::pin(events.receiver().clone()),
+            pending: None,
             events,
             states,
             config,
@@ -181,9 +182,9 @@ pub struct SseMetrics {
 /// ```
 pub struct SseClient {
     supervised: Supervised<SseEvents>,
-    /// The client's own receiver of the queue: its listener must live across polls
-    /// (and it is not `Unpin`).
-    rx: Pin<Box<async_channel::Receiver<SseItem>>>,
+    /// The wait for the next item while the queue is empty (dropping it loses
+    /// nothing: an item is taken only when it is returned).
+    pending: Option<Pin<Box<dyn Future<Output = Option<SseItem>> + Send + Sync>>>,
     events: SseEvents,
     states: WatchStream<ConnectionState>,
     config: SseConfig,
@@ -353,8 +354,18 @@ impl Stream for SseClient {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<SseItem>> {
         let this = self.get_mut();
-        if let Poll::Ready(Some(item)) = this.rx.as_mut().poll_next(cx) {
-            return Poll::Ready(Some(item));
+        if this.pending.is_none() {
+            if let Some(item) = this.events.try_recv() {
+                return Poll::Ready(Some(item));
+            }
+            let events = this.events.clone();
+            this.pending = Some(Box::pin(async move { events.recv().await }));
+        }
+        if let Some(pending) = &mut this.pending {
+            if let Poll::Ready(item) = pending.as_mut().poll(cx) {
+                this.pending = None;
+                return Poll::Ready(item);
+            }
         }
         // Register for state changes, then see whether anything can still arrive.
         while let Poll::Ready(Some(_)) = this.states.poll_next_unpin(cx) {}
@@ -362,6 +373,7 @@ impl Stream for SseClient {
             this.state(),
             ConnectionState::Failed | ConnectionState::Closed
         ) {
+            this.pending = None;
             return Poll::Ready(this.events.try_recv());
         }
         Poll::Pending

@@ -11,6 +11,8 @@
 //!   response and so the socket.
 //! ```
 
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -70,7 +72,6 @@ impl SseConnection {
     pub(crate) fn open(
         response: reqwest::Response,
         events: SseEvents,
-        tx: async_channel::Sender<SseItem>,
         last_event_id: Arc<str>,
         config: &SseConfig,
     ) -> Self {
@@ -81,7 +82,6 @@ impl SseConnection {
             .with_max_event_size(config.max_event_size);
         let reader = Reader {
             events: events.clone(),
-            tx,
             traffic: traffic.clone(),
             inactivity: config.inactivity_timeout,
             limit: config.max_event_size,
@@ -168,7 +168,6 @@ impl Connection for SseConnection {
 /// The reader task's context.
 struct Reader {
     events: SseEvents,
-    tx: async_channel::Sender<SseItem>,
     traffic: Arc<OnceLock<Traffic>>,
     inactivity: Option<Duration>,
     limit: usize,
@@ -182,7 +181,7 @@ impl Reader {
     ) -> DisconnectReason {
         let source = self.events.source();
         let endpoint = &source.endpoint;
-        let mut batch: Vec<SseItem> = Vec::new();
+        let mut batch: VecDeque<SseItem> = VecDeque::new();
         loop {
             let next = match self.inactivity {
                 Some(limit) => match tokio::time::timeout(limit, response.chunk()).await {
@@ -210,11 +209,8 @@ impl Reader {
                 }
             };
             let n = chunk.len() as u64;
-            source
-                .stats
-                .bytes
-                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-            if let Err(e) = parser.feed(&chunk, |i| batch.push(i)) {
+            source.stats.bytes.fetch_add(n, Relaxed);
+            if let Err(e) = parser.feed(&chunk, |i| batch.push_back(i)) {
                 tracing::warn!(%endpoint, %e, "event too large; reconnecting");
                 let e = SseError::TooLarge {
                     endpoint: endpoint.clone(),
@@ -222,37 +218,30 @@ impl Reader {
                 };
                 return DisconnectReason::Error(Arc::new(e.into()));
             }
-            let mut dispatched = 0;
-            for item in batch.drain(..) {
-                let id = match &item {
-                    SseItem::Event(e) => {
-                        dispatched += 1;
-                        Some(e.id_shared().clone())
-                    }
+            for item in &batch {
+                match item {
                     SseItem::Comment(_) => {
-                        source
-                            .stats
-                            .comments
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        None
+                        source.stats.comments.fetch_add(1, Relaxed);
                     }
-                    SseItem::Retry(delay) => {
-                        source.retry.set(*delay);
-                        None
+                    SseItem::Retry(delay) => source.retry.set(*delay),
+                    _ => {}
+                }
+            }
+            let mut dispatched = 0;
+            let open = source
+                .inbox
+                .push(&mut batch, |moved| {
+                    // The resume point moves past an event only once it is queued.
+                    if let Some(id) = &moved.last_id {
+                        source.set_last_event_id(id);
                     }
-                };
-                if self.tx.send(item).await.is_err() {
-                    // The queue is closed: cannot happen while this task holds the
-                    // source, which holds a receiver; ends the stream if it ever does.
-                    return DisconnectReason::Shutdown;
-                }
-                if let Some(id) = id {
-                    source
-                        .stats
-                        .events
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    source.set_last_event_id(&id);
-                }
+                    source.stats.events.fetch_add(moved.events, Relaxed);
+                    dispatched += moved.events;
+                })
+                .await;
+            if !open {
+                // The transport is gone: nobody will read what comes.
+                return DisconnectReason::Shutdown;
             }
             // A block with only an `id` moves the last event ID without an event.
             source.set_last_event_id(parser.last_event_id_shared());

@@ -113,6 +113,7 @@ mod connection;
 mod decoder;
 mod error;
 mod event;
+mod inbox;
 mod parser;
 mod settings;
 mod source;

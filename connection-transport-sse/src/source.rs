@@ -10,20 +10,11 @@ use std::time::Duration;
 use connection_core::Endpoint;
 use parking_lot::Mutex;
 use serde::Serialize;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::backoff::ServerRetry;
 use crate::event::SseItem;
-
-/// How the event source stands, as far as the stream itself tells.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Phase {
-    /// Streaming, or between connections.
-    Running,
-    /// The server answered 204 No Content: it asked the client to stop.
-    NoContent,
-}
+use crate::inbox::Inbox;
 
 /// The state of one logical event source, shared by its transport, connections and
 /// handles.
@@ -31,8 +22,7 @@ pub(crate) struct Source {
     pub(crate) endpoint: Endpoint,
     last_event_id: Mutex<Arc<str>>,
     pub(crate) retry: ServerRetry,
-    pub(crate) rx: async_channel::Receiver<SseItem>,
-    pub(crate) phase: watch::Sender<Phase>,
+    pub(crate) inbox: Inbox,
     pub(crate) stats: Stats,
     /// When the last stream was lost, until the next one opens (for the gap).
     lost_at: Mutex<Option<Instant>>,
@@ -43,18 +33,15 @@ impl Source {
         endpoint: Endpoint,
         last_event_id: Option<Arc<str>>,
         capacity: usize,
-    ) -> (Arc<Self>, async_channel::Sender<SseItem>) {
-        let (tx, rx) = async_channel::bounded(capacity);
-        let source = Arc::new(Self {
+    ) -> Arc<Self> {
+        Arc::new(Self {
             endpoint,
             last_event_id: Mutex::new(last_event_id.unwrap_or_else(|| Arc::from(""))),
             retry: ServerRetry::default(),
-            rx,
-            phase: watch::channel(Phase::Running).0,
+            inbox: Inbox::new(capacity),
             stats: Stats::default(),
             lost_at: Mutex::new(None),
-        });
-        (source, tx)
+        })
     }
 
     pub(crate) fn last_event_id(&self) -> Arc<str> {
@@ -70,8 +57,7 @@ impl Source {
 
     /// A stream opened: the gap since the last one closed is over.
     pub(crate) fn opened(&self) {
-        self.phase
-            .send_if_modified(|p| std::mem::replace(p, Phase::Running) != Phase::Running);
+        self.inbox.set_ended(false);
         if let Some(lost) = self.lost_at.lock().take() {
             self.stats.record_gap(lost.elapsed());
         }
@@ -83,7 +69,7 @@ impl Source {
     }
 
     pub(crate) fn no_content(&self) {
-        self.phase.send_replace(Phase::NoContent);
+        self.inbox.set_ended(true);
     }
 }
 
@@ -202,22 +188,17 @@ impl SseEvents {
     /// server ended the stream with 204 No Content and every item before it was taken.
     /// While the connection is being re-established it waits.
     pub async fn recv(&self) -> Option<SseItem> {
-        let mut phase = self.source.phase.subscribe();
-        tokio::select! {
-            biased;
-            item = self.source.rx.recv() => item.ok(),
-            _ = phase.wait_for(|p| *p == Phase::NoContent) => self.source.rx.try_recv().ok(),
-        }
+        self.source.inbox.recv().await
     }
 
     /// The next item if one is waiting.
     pub fn try_recv(&self) -> Option<SseItem> {
-        self.source.rx.try_recv().ok()
+        self.source.inbox.pop()
     }
 
     /// Items waiting.
     pub fn queued(&self) -> usize {
-        self.source.rx.len()
+        self.source.inbox.len()
     }
 
     /// The last event ID: what the next reconnect sends as `Last-Event-ID` (empty: no
@@ -238,11 +219,7 @@ impl SseEvents {
 
     /// Whether the server ended the stream with 204 No Content.
     pub fn is_ended_by_server(&self) -> bool {
-        *self.source.phase.borrow() == Phase::NoContent
-    }
-
-    pub(crate) fn receiver(&self) -> &async_channel::Receiver<SseItem> {
-        &self.source.rx
+        self.source.inbox.is_ended()
     }
 
     pub(crate) fn source(&self) -> &Arc<Source> {

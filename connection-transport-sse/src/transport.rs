@@ -12,7 +12,6 @@ use crate::backoff::SseBackoff;
 use crate::config::SseConfig;
 use crate::connection::SseConnection;
 use crate::error::SseError;
-use crate::event::SseItem;
 use crate::source::{Source, SseEvents};
 
 /// Opens event streams: a [`connection_core::Transport`] whose connection is one HTTP
@@ -37,7 +36,14 @@ pub struct SseTransport {
     config: Arc<SseConfig>,
     http: reqwest::Client,
     source: Arc<Source>,
-    tx: async_channel::Sender<SseItem>,
+}
+
+impl Drop for SseTransport {
+    fn drop(&mut self) {
+        // Whoever supervised this transport is done: readers get what is queued, then
+        // the end.
+        self.source.inbox.close();
+    }
 }
 
 impl std::fmt::Debug for SseTransport {
@@ -70,7 +76,7 @@ impl SseTransport {
                 format!("the HTTP client could not be built: {e}"),
             ))
         })?;
-        let (source, tx) = Source::new(
+        let source = Source::new(
             config.endpoint.clone(),
             config.last_event_id.clone(),
             config.inbound_buffer,
@@ -79,7 +85,6 @@ impl SseTransport {
             config: Arc::new(config),
             http,
             source,
-            tx,
         })
     }
 
@@ -307,7 +312,6 @@ impl Transport for SseTransport {
                 Ok(SseConnection::open(
                     response,
                     self.events(),
-                    self.tx.clone(),
                     last_event_id,
                     config,
                 ))
