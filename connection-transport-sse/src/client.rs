@@ -271,9 +271,13 @@ impl SseClient {
     /// How the client ended, or `None` while it runs (connected, connecting, or waiting
     /// to reconnect).
     pub fn end(&self) -> Option<SseEnd> {
+        // The 204 first: the stream ends with it, a moment before the supervisor
+        // settles in Failed. The mark stays until a stream opens again.
+        if self.events.is_ended_by_server() {
+            return Some(SseEnd::NoContent);
+        }
         match self.state() {
             ConnectionState::Closed => Some(SseEnd::Closed),
-            ConnectionState::Failed if self.events.is_ended_by_server() => Some(SseEnd::NoContent),
             ConnectionState::Failed => Some(SseEnd::Failed(self.supervised.last_error())),
             _ => None,
         }
