@@ -11,6 +11,7 @@
 //! | `pool` | `connection-pool` | `Pool` and `KeyedPool`: bounded, fair, cancellation-safe pooling |
 //! | `health` | `connection-health` | health checks, failover groups, the manager of named connections |
 //! | `ws` | `connection-transport-ws` | a reconnecting, heart-beating WebSocket client |
+//! | `sse` | `connection-transport-sse` | a spec-exact Server-Sent Events client that resumes where it left off |
 //!
 //! With `core` on, its main names are also at the root:
 //!
@@ -52,6 +53,11 @@ pub use connection_health as health;
 #[cfg_attr(docsrs, doc(cfg(feature = "ws")))]
 pub use connection_transport_ws as ws;
 
+/// The Server-Sent Events client (the `connection-transport-sse` crate).
+#[cfg(feature = "sse")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sse")))]
+pub use connection_transport_sse as sse;
+
 #[cfg(feature = "core")]
 #[cfg_attr(docsrs, doc(cfg(feature = "core")))]
 pub use connection_core::{
@@ -69,6 +75,6 @@ pub use connection_core::{
 pub use connection_core::metrics;
 
 /// The README's examples, compiled as doctests so they cannot drift from the API.
-#[cfg(all(doctest, feature = "health", feature = "ws"))]
+#[cfg(all(doctest, feature = "health", feature = "ws", feature = "sse"))]
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;

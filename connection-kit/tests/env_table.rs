@@ -9,6 +9,7 @@ use connection_kit::retry::backoff::BackoffConfig;
 use connection_kit::retry::breaker::CircuitBreakerConfig;
 use connection_kit::retry::bulkhead::BulkheadConfig;
 use connection_kit::retry::limit::RateLimitConfig;
+use connection_kit::sse::SseSettings;
 use connection_kit::ws::WsSettings;
 
 const START: &str = "<!-- env-table:start -->";
@@ -25,6 +26,7 @@ fn sections() -> Vec<(&'static str, EnvSection)> {
         ("`ManagerConfig`", ManagerConfig::ENV),
         ("`ManagerConfig` (health check)", ManagerConfig::HEALTH_ENV),
         ("`WsSettings`", WsSettings::ENV),
+        ("`SseSettings`", SseSettings::ENV),
     ]
 }
 
