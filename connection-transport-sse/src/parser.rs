@@ -284,20 +284,17 @@ impl SseParser {
                 self.event_type.clear();
                 self.event_type.push_str(value);
             }
-            "id" => {
-                if !value.contains('\0') && *self.id_buffer != *value {
-                    self.id_buffer = Arc::from(value);
-                }
+            // An ID with NUL is ignored; an unchanged one keeps its allocation.
+            "id" if !value.contains('\0') && *self.id_buffer != *value => {
+                self.id_buffer = Arc::from(value);
             }
-            "retry" => {
-                if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-                    // Saturates: a value past u64 milliseconds (584 million years) is
-                    // "never", which the client clamps to its maximum delay anyway.
-                    let ms = value.bytes().fold(0u64, |acc, b| {
-                        acc.saturating_mul(10).saturating_add(u64::from(b - b'0'))
-                    });
-                    emit(SseItem::Retry(Duration::from_millis(ms)));
-                }
+            "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                // Saturates: a value past u64 milliseconds (584 million years) is
+                // "never", which the client clamps to its maximum delay anyway.
+                let ms = value.bytes().fold(0u64, |acc, b| {
+                    acc.saturating_mul(10).saturating_add(u64::from(b - b'0'))
+                });
+                emit(SseItem::Retry(Duration::from_millis(ms)));
             }
             _ => {}
         }

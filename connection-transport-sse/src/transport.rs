@@ -57,19 +57,17 @@ impl std::fmt::Debug for SseTransport {
 impl SseTransport {
     /// A transport for `config`'s stream.
     pub fn new(config: SseConfig) -> Result<Self, SseError> {
-        let mut http = reqwest::Client::builder()
+        let http = reqwest::Client::builder()
             // Redirects are followed here, to keep `Last-Event-ID`, drop secrets on a
             // change of origin and count them against our own limit.
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(config.connect_timeout)
-            // An event stream is never compressed or cached; no proxy variables are read
-            // either (a loopback test must not go through one).
+            // Proxy variables are not read: a stream must not change route with the
+            // environment it happens to run in (a proxy setting is not offered yet).
             .no_proxy()
             .tcp_nodelay(true);
         #[cfg(feature = "tls")]
-        {
-            http = http.tls_backend_preconfigured(rustls::ClientConfig::clone(&config.tls));
-        }
+        let http = http.tls_backend_preconfigured(rustls::ClientConfig::clone(&config.tls));
         let http = http.build().map_err(|e| {
             SseError::Config(connection_core::ConfigError::new(
                 "tls",

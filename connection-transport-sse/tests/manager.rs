@@ -16,8 +16,8 @@ fn transport(server: &SseServer) -> SseTransport {
     let config = SseConfig::builder(server.url("/feed"))
         .reconnect_delays(Duration::from_millis(100), Duration::from_millis(200))
         .build()
-        .unwrap();
-    SseTransport::new(config).unwrap()
+        .expect("valid config");
+    SseTransport::new(config).expect("a transport")
 }
 
 async fn next_data(events: &SseEvents) -> String {

@@ -27,7 +27,7 @@ async fn wait_state(client: &SseClient, state: ConnectionState) {
     timeout(LIMIT, watch.wait_for(|s| *s == state))
         .await
         .unwrap_or_else(|_| panic!("never {state}; now {}", client.state()))
-        .unwrap();
+        .expect("supervisor alive");
 }
 
 #[tokio::test(start_paused = true)]

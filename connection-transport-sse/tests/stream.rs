@@ -67,7 +67,7 @@ async fn items_arrive_in_order_and_lifecycle_events_come_apart() {
 }
 
 fn serde_json_like(m: &connection_transport_sse::SseMetrics) -> String {
-    serde_json::to_string(m).unwrap()
+    serde_json::to_string(m).expect("metrics serialize")
 }
 
 #[tokio::test(start_paused = true)]
