@@ -103,7 +103,8 @@ impl Backoff for SseBackoff {
             }) => *after,
             _ => Duration::ZERO,
         };
-        Some(delay.max(floor))
+        // A server `retry` of centuries is obeyed up to the horizon tokio's timers take.
+        Some(connection_core::time::cap(delay.max(floor)))
     }
 }
 

@@ -16,6 +16,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use connection_core::task::{TaskEnded, catch_panic};
 use connection_core::{
     Connection, ConnectionId, ConnectionState, DisconnectReason, Error, Traffic,
 };
@@ -87,7 +88,17 @@ impl SseConnection {
             limit: config.max_event_size,
         };
         let task = tokio::spawn(async move {
-            let reason = reader.run(response, parser).await;
+            // A panic must end this connection with a reason the supervisor reconnects
+            // after, not leave `closed()` without a verdict.
+            let reason = match catch_panic(reader.run(response, parser)).await {
+                Ok(reason) => reason,
+                Err(payload) => {
+                    let ended = TaskEnded::panicked("sse reader", payload.as_ref());
+                    tracing::error!(endpoint = %reader.events.source().endpoint, %ended);
+                    let e = Error::other(&reader.events.source().endpoint, ended, true);
+                    DisconnectReason::Error(Arc::new(e))
+                }
+            };
             reader.events.source().lost();
             let _ = end_tx.send(Some(reason));
         });
@@ -149,8 +160,13 @@ impl Connection for SseConnection {
     async fn closed(&mut self) -> DisconnectReason {
         match self.end.wait_for(Option::is_some).await {
             Ok(reason) => reason.clone().unwrap_or(DisconnectReason::PeerClosed),
-            // The task is gone without a verdict: it was aborted (by `close`).
-            Err(_) => DisconnectReason::Shutdown,
+            // The task is gone without a verdict (aborted): the stream is over, and a
+            // new one is worth trying.
+            Err(_) => {
+                let ended = TaskEnded::new("sse reader");
+                let endpoint = &self.events.source().endpoint;
+                DisconnectReason::Error(Arc::new(Error::other(endpoint, ended, true)))
+            }
         }
     }
 
