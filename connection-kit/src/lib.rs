@@ -12,6 +12,7 @@
 //! | `health` | `connection-health` | health checks, failover groups, the manager of named connections |
 //! | `ws` | `connection-transport-ws` | a reconnecting, heart-beating WebSocket client |
 //! | `http` | `connection-transport-http` | a managed HTTP client that retries only what is safe |
+//! | `sse` | `connection-transport-sse` | a spec-exact Server-Sent Events client that resumes where it left off |
 //!
 //! With `core` on, its main names are also at the root; with `retry` on, so are the
 //! names your own error type meets (`Classify`, `TimedOut`, and core's
@@ -59,6 +60,10 @@ pub use connection_transport_ws as ws;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use connection_transport_http as http;
+/// The Server-Sent Events client (the `connection-transport-sse` crate).
+#[cfg(feature = "sse")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sse")))]
+pub use connection_transport_sse as sse;
 
 #[cfg(feature = "core")]
 #[cfg_attr(docsrs, doc(cfg(feature = "core")))]
@@ -84,6 +89,12 @@ pub use connection_core::metrics;
 pub use connection_retry::{Classify, TimedOut};
 
 /// The README's examples, compiled as doctests so they cannot drift from the API.
-#[cfg(all(doctest, feature = "health", feature = "ws", feature = "http"))]
+#[cfg(all(
+    doctest,
+    feature = "health",
+    feature = "ws",
+    feature = "http",
+    feature = "sse"
+))]
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;

@@ -10,6 +10,7 @@ use connection_kit::retry::backoff::BackoffConfig;
 use connection_kit::retry::breaker::CircuitBreakerConfig;
 use connection_kit::retry::bulkhead::BulkheadConfig;
 use connection_kit::retry::limit::RateLimitConfig;
+use connection_kit::sse::SseSettings;
 use connection_kit::ws::WsSettings;
 
 const START: &str = "<!-- env-table:start -->";
@@ -27,6 +28,7 @@ fn sections() -> Vec<(&'static str, EnvSection)> {
         ("`ManagerConfig` (health check)", ManagerConfig::HEALTH_ENV),
         ("`WsSettings`", WsSettings::ENV),
         ("`HttpSettings`", HttpSettings::ENV),
+        ("`SseSettings`", SseSettings::ENV),
     ]
 }
 

@@ -34,6 +34,7 @@ use connection_core::{ConfigError, Endpoint, Error, Traffic};
 use connection_retry::backoff::{BackoffStrategy, Jitter};
 use connection_retry::limit::Quota;
 use connection_retry::retry::{RetryBudget, parse_retry_after};
+use connection_retry::retry::Timed;
 use connection_retry::{CircuitBreaker, CircuitState, Classify, RateLimiter, RetryPolicy};
 use reqwest::Method;
 use reqwest::header::{ACCEPT, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
@@ -97,7 +98,7 @@ struct Shared {
     http: reqwest::Client,
     endpoint: Endpoint,
     config: HttpConfig,
-    retry: Option<RetryPolicy>,
+    retry: Option<RetryPolicy<Timed>>,
     breaker: Option<CircuitBreaker>,
     limiter: Option<RateLimiter>,
     metrics: Arc<HttpMetrics>,
@@ -168,9 +169,11 @@ impl HttpClient {
                     .jitter(Jitter::Full)
                     .max_retries(s.max_retries)
                     .build()?;
+                // Timed, so a deadline can be set or not without changing the type.
                 let mut b = RetryPolicy::builder()
                     .backoff(backoff)
-                    .retry_after_cap(s.retry_after_max);
+                    .retry_after_cap(s.retry_after_max)
+                    .timed();
                 if let Some(ratio) = s.budget_ratio {
                     b = b.budget(RetryBudget::builder().ratio(ratio).build()?);
                 }
@@ -250,7 +253,7 @@ impl HttpClient {
     }
 
     /// The retry policy, if retries are on.
-    pub fn retry_policy(&self) -> Option<&RetryPolicy> {
+    pub fn retry_policy(&self) -> Option<&RetryPolicy<Timed>> {
         self.shared.retry.as_ref()
     }
 

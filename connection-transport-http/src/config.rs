@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use connection_core::{ConfigError, Endpoint, require_in_range, require_nonzero};
+use connection_retry::retry::Timed;
 use connection_retry::{CircuitBreaker, EventSink, RateLimiter, RetryPolicy};
 use reqwest::Method;
 use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue};
@@ -266,7 +267,7 @@ impl Default for RetrySettings {
 #[derive(Clone, Debug)]
 pub(crate) enum RetryChoice {
     Settings(RetrySettings),
-    Policy(RetryPolicy),
+    Policy(RetryPolicy<Timed>),
     Off,
 }
 
@@ -677,9 +678,10 @@ impl HttpConfigBuilder {
 
     /// Uses this retry policy as it is (its backoff, budget, `Retry-After` ceiling and
     /// deadline); the client still decides which failures and requests are retried.
-    /// Clones of a policy share its budget.
-    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
-        self.s.retry = RetryChoice::Policy(policy);
+    /// Clones of a policy share its budget. A policy with or without time limits will
+    /// do ([`Timed`](connection_retry::retry::Timed) or not).
+    pub fn retry_policy(mut self, policy: impl Into<RetryPolicy<Timed>>) -> Self {
+        self.s.retry = RetryChoice::Policy(policy.into());
         self
     }
 

@@ -4,14 +4,16 @@
 //!   cannot get from the toolchain or PyPI (the interop peer, see below), and says what
 //!   it skipped and why.
 //! - `interop`: sets up the third-party interop peers and runs only the interop tests
-//!   (Python `websockets`, and the Autobahn|Testsuite fuzzing server).
+//!   (Python `websockets` and `aiohttp`, and the Autobahn|Testsuite fuzzing server).
 //! - `autobahn`: only the Autobahn|Testsuite conformance run.
 //! - `bench [group]`: the side-by-side comparisons; JSON lines on stdout.
 //! - `demo`: the demo, on local servers it starts itself.
 //!
-//! The interop peer is the Python `websockets` package, pinned, in a venv under
-//! `target/interop-venv` (created by `python3 -m venv`, or `$CONNECTION_PYTHON`); the
-//! install is skipped when the venv already has the pinned version. The tests get the
+//! The interop peers are Python packages, pinned, in a venv under `target/interop-venv`
+//! (created by `python3 -m venv`, or `$CONNECTION_PYTHON`): `websockets` for the
+//! WebSocket client, `aiohttp` for the SSE client (its server runs
+//! `connection-transport-sse/tests/interop/sse_server.py` on 127.0.0.1). Each install is
+//! skipped when the venv already has the pinned version. The tests get the
 //! venv's interpreter through `CONNECTION_INTEROP_PYTHON`, and `CONNECTION_REQUIRE_INTEROP=1`
 //! makes a missing peer a failure instead of a notice.
 //!
@@ -42,6 +44,7 @@ const LIBRARY_CRATES: &[&str] = &[
     "connection-health",
     "connection-transport-ws",
     "connection-transport-http",
+    "connection-transport-sse",
     "connection-testkit",
     "connection-kit",
 ];
@@ -56,6 +59,7 @@ const BENCH_GROUPS: &[(&str, &str, &str)] = &[
     ("pool", "connection-pool", "pool"),
     ("ws", "connection-transport-ws", "ws"),
     ("http", "connection-transport-http", "http"),
+    ("sse", "connection-transport-sse", "sse"),
     ("manager", "connection-health", "manager"),
     ("manager", "connection-health", "storm"),
     ("manager", "connection-health", "export"),
@@ -123,8 +127,12 @@ fn has_nextest() -> bool {
         .unwrap_or(false)
 }
 
-/// The pinned interop peer: `pip install` argument and the version it reports.
-const INTEROP_PEER: (&str, &str) = ("websockets==15.0.1", "15.0.1");
+/// The pinned interop peers: `pip install` argument, the module to import and the
+/// version it reports.
+const INTEROP_PEERS: &[(&str, &str, &str)] = &[
+    ("websockets==15.0.1", "websockets", "15.0.1"),
+    ("aiohttp==3.14.5", "aiohttp", "3.14.5"),
+];
 
 /// Environment variables the interop tests read: the peer's interpreter, and whether a
 /// missing peer fails the test (set by `ci` and `interop`) rather than skipping it loudly.
@@ -143,12 +151,12 @@ fn venv_python(venv: &Path) -> PathBuf {
     }
 }
 
-/// Creates the interop venv if needed and installs the pinned peer unless it is already
-/// there (so reruns take a fraction of a second). Returns the venv's interpreter.
+/// Creates the interop venv if needed and installs the pinned peers that are not
+/// already there (so reruns take a fraction of a second). Returns the venv's
+/// interpreter.
 fn interop_setup() -> Result<PathBuf, String> {
     let venv = interop_venv();
     let python = venv_python(&venv);
-    let (requirement, version) = INTEROP_PEER;
     if !python.exists() {
         let base = env::var("CONNECTION_PYTHON").unwrap_or_else(|_| "python3".into());
         eprintln!(
@@ -158,28 +166,30 @@ fn interop_setup() -> Result<PathBuf, String> {
         run(Command::new(&base).arg("-m").arg("venv").arg(&venv))
             .map_err(|e| format!("{e} (is Python 3 with the venv module installed?)"))?;
     }
-    let installed = Command::new(&python)
-        .args([
-            "-c",
-            "import websockets, sys; sys.stdout.write(websockets.__version__)",
-        ])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
-    if installed.as_deref() == Some(version) {
-        eprintln!("xtask: interop peer {requirement} already installed");
-        return Ok(python);
+    for &(requirement, module, version) in INTEROP_PEERS {
+        let installed = Command::new(&python)
+            .args([
+                "-c",
+                &format!("import {module}, sys; sys.stdout.write({module}.__version__)"),
+            ])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+        if installed.as_deref() == Some(version) {
+            eprintln!("xtask: interop peer {requirement} already installed");
+            continue;
+        }
+        eprintln!("xtask: installing the interop peer {requirement} from PyPI");
+        run(Command::new(&python).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            requirement,
+        ]))?;
     }
-    eprintln!("xtask: installing the interop peer {requirement} from PyPI");
-    run(Command::new(&python).args([
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        requirement,
-    ]))?;
     Ok(python)
 }
 
@@ -345,29 +355,19 @@ fn interop() -> Result<(), String> {
     with_interop_env(&mut cmd);
     run(&mut cmd)?;
     autobahn()?;
-    let mut cmd = cargo();
-    if has_nextest() {
-        cmd.args([
-            "nextest",
-            "run",
-            "-p",
-            "connection-transport-ws",
-            "--test",
-            "interop",
-            "--no-fail-fast",
-        ]);
-    } else {
-        cmd.args([
-            "test",
-            "-p",
-            "connection-transport-ws",
-            "--test",
-            "interop",
-            "--no-fail-fast",
-        ]);
+    let nextest = has_nextest();
+    for package in ["connection-transport-ws", "connection-transport-sse"] {
+        let mut cmd = cargo();
+        if nextest {
+            cmd.args(["nextest", "run"]);
+        } else {
+            cmd.arg("test");
+        }
+        cmd.args(["-p", package, "--test", "interop", "--no-fail-fast"]);
+        with_interop_env(&mut cmd);
+        run(&mut cmd)?;
     }
-    with_interop_env(&mut cmd);
-    run(&mut cmd)
+    Ok(())
 }
 
 /// One `ci` step: a cargo command, or work done here in xtask.
