@@ -11,11 +11,13 @@
 //! down. Every event is printed as it happens; a metrics table and the Prometheus
 //! exposition close the part.
 //!
-//! Two more parts follow: a WebSocket client that keeps its queue through a server kill
-//! and restart (`demo/ws.rs`), and a failover group of two servers (`demo/failover.rs`).
+//! Three more parts follow: a WebSocket client that keeps its queue through a server kill
+//! and restart (`demo/ws.rs`), a failover group of two servers (`demo/failover.rs`), and
+//! a failover pair of HTTP servers under constant traffic (`demo/http.rs`).
 #![allow(clippy::print_stdout, reason = "the demo reports to the terminal")]
 
 mod failover;
+mod http;
 mod ws;
 
 use std::time::Duration;
@@ -154,6 +156,10 @@ async fn main() -> Result<(), BoxError> {
         "\n=== Failover: the primary is killed, the standby takes over, the primary takes back over\n"
     );
     failover::run().await?;
+    println!(
+        "\n=== HTTP: a failover pair of HTTP servers under constant traffic, one killed and restarted\n"
+    );
+    http::run().await?;
 
     println!(
         "\ndemo finished in {:.1} s",
