@@ -131,7 +131,7 @@ async fn failover() -> Result<(), BoxError> {
         .health_check(
             HealthCheck::builder()
                 .interval(Duration::from_secs(1))
-                .timeout(Duration::from_millis(500))
+                .probe_timeout(Duration::from_millis(500))
                 .recovery_threshold(1)
                 .build()?,
         )

@@ -14,7 +14,7 @@ use crate::options::{ms, opt_ms};
 pub type CheckFuture = BoxFuture<'static, Result<Duration, Error>>;
 
 /// A custom health check: called with the connection's handle, returns its round trip.
-/// The manager bounds it with the check's timeout and drops it when that passes.
+/// The manager bounds it with the check's `probe_timeout` and drops it when that passes.
 pub type CheckFn = Arc<dyn Fn(&SupervisorHandle) -> CheckFuture + Send + Sync>;
 
 /// How a manager checks the health of its connections.
@@ -23,7 +23,7 @@ pub type CheckFn = Arc<dyn Fn(&SupervisorHandle) -> CheckFuture + Send + Sync>;
 ///
 /// - **active**: a probe every `interval` (the connection's own
 ///   [`probe`](connection_core::SupervisorHandle::probe), or a check of your own), bounded
-///   by `timeout`. One task probes every connection of a manager; probes run concurrently
+///   by `probe_timeout`. One task probes every connection of a manager; probes run concurrently
 ///   up to `max_concurrent_probes`, and a connection's next probe is only scheduled once
 ///   its previous one has finished or timed out, so a hung peer never makes probes pile
 ///   up.
@@ -40,7 +40,7 @@ pub type CheckFn = Arc<dyn Fn(&SupervisorHandle) -> CheckFuture + Send + Sync>;
 /// [`EventKind::HealthChanged`](connection_core::EventKind::HealthChanged).
 ///
 /// Serde form (durations in milliseconds, `interval_ms: null` for passive signals
-/// only): `{"interval_ms": 10000, "timeout_ms": 5000, "failure_threshold": 3,
+/// only): `{"interval_ms": 10000, "probe_timeout_ms": 5000, "failure_threshold": 3,
 /// "recovery_threshold": 2, "degraded_latency_ms": null, "max_concurrent_probes": 64}`.
 ///
 /// ```
@@ -49,7 +49,7 @@ pub type CheckFn = Arc<dyn Fn(&SupervisorHandle) -> CheckFuture + Send + Sync>;
 ///
 /// let check = HealthCheck::builder()
 ///     .interval(Duration::from_secs(5))
-///     .timeout(Duration::from_secs(1))
+///     .probe_timeout(Duration::from_secs(1))
 ///     .failure_threshold(3)
 ///     .recovery_threshold(2)
 ///     .degraded_latency(Duration::from_millis(200))
@@ -65,7 +65,7 @@ pub type CheckFn = Arc<dyn Fn(&SupervisorHandle) -> CheckFuture + Send + Sync>;
 pub struct HealthCheck {
     #[serde(rename = "interval_ms", with = "opt_ms")]
     interval: Option<Duration>,
-    #[serde(rename = "timeout_ms", with = "ms")]
+    #[serde(rename = "probe_timeout_ms", with = "ms")]
     timeout: Duration,
     failure_threshold: u32,
     recovery_threshold: u32,
@@ -120,7 +120,7 @@ impl HealthCheck {
     }
 
     /// Bound on one probe; a probe over it counts as a failure.
-    pub fn timeout(&self) -> Duration {
+    pub fn probe_timeout(&self) -> Duration {
         self.timeout
     }
 
@@ -153,7 +153,7 @@ impl HealthCheck {
         if let Some(i) = self.interval {
             require_nonzero("interval", i)?;
         }
-        require_nonzero("timeout", self.timeout)?;
+        require_nonzero("probe_timeout", self.timeout)?;
         if self.failure_threshold == 0 {
             return Err(ConfigError::new("failure_threshold", "must be at least 1"));
         }
@@ -185,7 +185,7 @@ impl fmt::Debug for HealthCheck {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HealthCheck")
             .field("interval", &self.interval)
-            .field("timeout", &self.timeout)
+            .field("probe_timeout", &self.timeout)
             .field("failure_threshold", &self.failure_threshold)
             .field("recovery_threshold", &self.recovery_threshold)
             .field("degraded_latency", &self.degraded_latency)
@@ -216,7 +216,7 @@ impl HealthCheckBuilder {
     }
 
     /// Bound on one probe (default 5 s).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
+    pub fn probe_timeout(mut self, timeout: Duration) -> Self {
         self.check.timeout = timeout;
         self
     }

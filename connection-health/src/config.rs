@@ -30,7 +30,7 @@ pub const MAX_NAME_LEN_LIMIT: usize = 64 * 1024;
 #[serde(deny_unknown_fields)]
 struct HealthVars {
     interval_ms: Option<u64>,
-    timeout_ms: Option<u64>,
+    probe_timeout_ms: Option<u64>,
     failure_threshold: Option<u32>,
     recovery_threshold: Option<u32>,
     #[serde(default)]
@@ -47,8 +47,8 @@ impl HealthVars {
             Some(i) => b.interval(ms(i)),
             None => b,
         };
-        if let Some(t) = self.timeout_ms {
-            b = b.timeout(ms(t));
+        if let Some(t) = self.probe_timeout_ms {
+            b = b.probe_timeout(ms(t));
         }
         if let Some(n) = self.failure_threshold {
             b = b.failure_threshold(n);
@@ -179,8 +179,8 @@ impl ManagerConfig {
                 "probe each connection this often, ms (0 = passive signals only)",
             ),
             EnvVar::new(
-                "CONNECTION_HEALTH_TIMEOUT_MS",
-                "timeout",
+                "CONNECTION_HEALTH_PROBE_TIMEOUT_MS",
+                "probe_timeout",
                 "5000",
                 "limit on one probe, ms",
             ),

@@ -242,7 +242,13 @@ async fn run_once(
             w.probing = true;
             let probe = start_check(w, cfg);
             let endpoint = w.handle.endpoint().clone();
-            probes.push(run_probe(key, w.generation, probe, cfg.timeout(), endpoint));
+            probes.push(run_probe(
+                key,
+                w.generation,
+                probe,
+                cfg.probe_timeout(),
+                endpoint,
+            ));
         }
         if let Some(Reverse((at, _, _))) = due.peek() {
             sleep.as_mut().reset(*at);
@@ -346,7 +352,7 @@ async fn run_once(
                         w.tracker.failure(cfg)
                     }
                     ProbeResult::TimedOut => {
-                        tracing::debug!(connection = %w.entry.name, timeout = ?cfg.timeout(), "health probe timed out");
+                        tracing::debug!(connection = %w.entry.name, timeout = ?cfg.probe_timeout(), "health probe timed out");
                         w.tracker.failure(cfg)
                     }
                 };
@@ -467,7 +473,7 @@ mod tests {
         // Refused by validation since settings stop at a year; the monitor must cope.
         let builder = HealthCheck::builder()
             .interval(Duration::MAX)
-            .timeout(Duration::MAX)
+            .probe_timeout(Duration::MAX)
             .failure_threshold(5);
         assert!(builder.clone().build().is_err());
         let (tx, rx) = mpsc::unbounded_channel();

@@ -135,7 +135,7 @@ fn probing_manager() -> ConnectionManager {
         .health_check(
             HealthCheck::builder()
                 .interval(Duration::from_millis(100))
-                .timeout(Duration::from_millis(500))
+                .probe_timeout(Duration::from_millis(500))
                 .failure_threshold(2)
                 .recovery_threshold(2)
                 .build()

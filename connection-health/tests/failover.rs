@@ -16,7 +16,7 @@ fn manager(interval: Duration) -> ConnectionManager {
         .health_check(
             HealthCheck::builder()
                 .interval(interval)
-                .timeout(Duration::from_millis(500))
+                .probe_timeout(Duration::from_millis(500))
                 .failure_threshold(2)
                 .recovery_threshold(2)
                 .build()
@@ -375,7 +375,7 @@ async fn failover_prefers_a_healthy_route_over_a_degraded_one() {
         .health_check(
             HealthCheck::builder()
                 .interval(Duration::from_secs(1))
-                .timeout(Duration::from_secs(1))
+                .probe_timeout(Duration::from_secs(1))
                 .degraded_latency(Duration::from_millis(100))
                 .build()
                 .unwrap(),

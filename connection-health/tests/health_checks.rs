@@ -34,7 +34,7 @@ fn counting_check(counter: &Arc<InFlight>, interval: Duration, threshold: u32) -
     let counter = counter.clone();
     HealthCheck::builder()
         .interval(interval)
-        .timeout(Duration::from_millis(200))
+        .probe_timeout(Duration::from_millis(200))
         .failure_threshold(threshold)
         .recovery_threshold(1)
         .check(move |handle| {
@@ -109,7 +109,7 @@ async fn default_probe_times_out_on_a_blackhole() {
         .health_check(
             HealthCheck::builder()
                 .interval(Duration::from_millis(500))
-                .timeout(Duration::from_millis(100))
+                .probe_timeout(Duration::from_millis(100))
                 .failure_threshold(1)
                 .build()
                 .unwrap(),
@@ -169,7 +169,7 @@ async fn slow_probes_rate_degraded() {
         .health_check(
             HealthCheck::builder()
                 .interval(Duration::from_secs(1))
-                .timeout(Duration::from_secs(2))
+                .probe_timeout(Duration::from_secs(2))
                 .degraded_latency(Duration::from_millis(100))
                 .build()
                 .unwrap(),

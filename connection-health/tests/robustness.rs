@@ -40,7 +40,7 @@ async fn the_longest_durations_neither_panic_nor_stop_the_monitor() {
         .health_check(
             HealthCheck::builder()
                 .interval(MAX_DURATION)
-                .timeout(MAX_DURATION)
+                .probe_timeout(MAX_DURATION)
                 .failure_threshold(5)
                 .build()
                 .unwrap(),
@@ -90,7 +90,7 @@ fn switchable_check(mode: &Arc<AtomicU8>) -> HealthCheck {
     let mode = mode.clone();
     HealthCheck::builder()
         .interval(Duration::from_secs(1))
-        .timeout(Duration::from_millis(500))
+        .probe_timeout(Duration::from_millis(500))
         .failure_threshold(2)
         .recovery_threshold(1)
         .check(move |handle| {
@@ -149,7 +149,7 @@ async fn a_panic_in_the_monitor_loop_restarts_it_and_is_reported() {
         .health_check(
             HealthCheck::builder()
                 .interval(Duration::from_secs(1))
-                .timeout(Duration::from_millis(500))
+                .probe_timeout(Duration::from_millis(500))
                 .failure_threshold(3)
                 .recovery_threshold(1)
                 .build()

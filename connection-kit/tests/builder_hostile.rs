@@ -237,7 +237,7 @@ async fn manager_health_and_options() {
         let h = || HealthCheck::builder();
         let cases = [
             ("interval", h().interval(d)),
-            ("timeout", h().timeout(d)),
+            ("probe_timeout", h().probe_timeout(d)),
             ("degraded_latency", h().degraded_latency(d)),
         ];
         for (field, c) in cases {

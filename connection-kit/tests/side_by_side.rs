@@ -62,7 +62,7 @@ async fn websocket_and_tcp_side_by_side_with_failover() {
 
     let check = HealthCheck::builder()
         .interval(Duration::from_secs(1))
-        .timeout(Duration::from_millis(500))
+        .probe_timeout(Duration::from_millis(500))
         .recovery_threshold(2)
         .build()
         .unwrap();

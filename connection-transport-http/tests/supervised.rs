@@ -120,7 +120,7 @@ async fn a_failover_group_of_two_http_servers_keeps_traffic_flowing_while_one_is
         .health_check(
             HealthCheck::builder()
                 .interval(Duration::from_millis(100))
-                .timeout(Duration::from_millis(500))
+                .probe_timeout(Duration::from_millis(500))
                 .failure_threshold(2)
                 .recovery_threshold(2)
                 .build()

@@ -47,7 +47,7 @@ pub(crate) async fn run() -> Result<(), BoxError> {
         .health_check(
             HealthCheck::builder()
                 .interval(Duration::from_millis(250))
-                .timeout(Duration::from_millis(200))
+                .probe_timeout(Duration::from_millis(200))
                 .failure_threshold(2)
                 .recovery_threshold(2)
                 .build()?,
