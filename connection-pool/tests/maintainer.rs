@@ -38,9 +38,12 @@ async fn keeps_min_idle_and_evicts_idle_beyond_it() {
 async fn lifetimes_are_jittered_and_expired_connections_replaced() {
     let mem = Mem::new();
     let knobs = mem.knobs.clone();
+    // 64 connections: each lifetime is drawn from [50, 100] s, so "none expired by 75 s"
+    // or "all expired" has a chance of 2^-63 (with 8 it was 1 in 128: a flaky test).
+    const N: usize = 64;
     let cfg = PoolConfig::builder()
-        .max_size(8)
-        .min_idle(8)
+        .max_size(N)
+        .min_idle(N)
         .idle_timeout(None)
         .max_lifetime(Some(Duration::from_secs(100)))
         .lifetime_jitter(0.5)
@@ -48,14 +51,17 @@ async fn lifetimes_are_jittered_and_expired_connections_replaced() {
         .expect("test step");
     let pool = Pool::new(mem, cfg).expect("test step");
     tokio::time::sleep(MS).await;
-    assert_eq!(knobs.connects.load(Ordering::SeqCst), 8);
+    assert_eq!(knobs.connects.load(Ordering::SeqCst), N as u64);
     // Jitter takes up to 50 s off: some expire early, not all at once.
     tokio::time::sleep(Duration::from_secs(75)).await;
     let lifetime = pool.metrics().closed.lifetime;
-    assert!((1..8).contains(&lifetime), "{lifetime} expired at 75 s");
+    assert!(
+        (1..N as u64).contains(&lifetime),
+        "{lifetime} expired at 75 s"
+    );
     tokio::time::sleep(Duration::from_secs(30)).await;
-    assert!(pool.metrics().closed.lifetime >= 8);
-    assert_eq!(pool.status().idle, 8, "replaced");
+    assert!(pool.metrics().closed.lifetime >= N as u64);
+    assert_eq!(pool.status().idle, N, "replaced");
 }
 
 #[tokio::test(start_paused = true)]
