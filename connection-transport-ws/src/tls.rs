@@ -1,81 +1,15 @@
-//! TLS for `wss://`: rustls with the ring provider.
-//!
-//! The provider is passed to [`rustls::ClientConfig::builder_with_provider`] instead of
-//! being installed process-wide, so this crate never fights another crate over the
-//! global default and never needs aws-lc-rs. The default configuration (webpki roots, no
-//! client certificate) is built once per process and shared by every client: the root
-//! store is the largest part of a TLS configuration.
+//! TLS for `wss://`: the shared rustls configuration of `connection-tls` (ring provider,
+//! webpki roots by default, built once per process), and the handshake over a TCP stream.
 
-use std::fmt;
 use std::io;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use connection_core::ConfigError;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::{ClientConfig, RootCertStore};
+pub(crate) use connection_tls::TlsSource;
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
-
-/// TLS settings as given to the builder.
-#[derive(Clone, Default)]
-pub(crate) struct TlsSource {
-    pub(crate) roots: Option<RootCertStore>,
-    pub(crate) client_auth: Option<Arc<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>>,
-    pub(crate) config: Option<Arc<ClientConfig>>,
-}
-
-impl fmt::Debug for TlsSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsSource")
-            .field("custom_roots", &self.roots.as_ref().map(RootCertStore::len))
-            .field("client_certificate", &self.client_auth.is_some())
-            .field("custom_config", &self.config.is_some())
-            .finish()
-    }
-}
-
-impl TlsSource {
-    pub(crate) fn client_config(&self) -> Result<Arc<ClientConfig>, ConfigError> {
-        if let Some(config) = &self.config {
-            return Ok(config.clone());
-        }
-        if self.roots.is_none() && self.client_auth.is_none() {
-            static DEFAULT: OnceLock<Arc<ClientConfig>> = OnceLock::new();
-            if let Some(c) = DEFAULT.get() {
-                return Ok(c.clone());
-            }
-            let built = build(webpki_roots(), None)?;
-            return Ok(DEFAULT.get_or_init(|| built).clone());
-        }
-        let roots = self.roots.clone().unwrap_or_else(webpki_roots);
-        build(roots, self.client_auth.as_deref())
-    }
-}
-
-fn webpki_roots() -> RootCertStore {
-    RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    }
-}
-
-fn build(
-    roots: RootCertStore,
-    client_auth: Option<&(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
-) -> Result<Arc<ClientConfig>, ConfigError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ConfigError::new("tls", format!("no usable TLS version: {e}")))?
-        .with_root_certificates(roots);
-    let config = match client_auth {
-        Some((chain, key)) => builder
-            .with_client_auth_cert(chain.clone(), key.clone_key())
-            .map_err(|e| ConfigError::new("client_certificate", e.to_string()))?,
-        None => builder.with_no_client_auth(),
-    };
-    Ok(Arc::new(config))
-}
 
 /// Runs the TLS handshake over `tcp`, verifying the certificate for `host`.
 pub(crate) async fn connect(

@@ -42,6 +42,7 @@ const LIBRARY_CRATES: &[&str] = &[
     "connection-retry",
     "connection-pool",
     "connection-health",
+    "connection-tls",
     "connection-transport-ws",
     "connection-transport-http",
     "connection-transport-sse",
