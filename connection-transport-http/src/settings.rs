@@ -11,7 +11,7 @@ use std::time::Duration;
 use connection_core::env::{EnvSection, EnvVar, load_env};
 use connection_core::{ConfigError, Endpoint};
 use reqwest::Method;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use crate::client::HttpClient;
 use crate::config::{Hedge, HttpConfig, HttpConfigBuilder, Probe};
@@ -45,22 +45,16 @@ pub const ENV_PREFIX: &str = "CONNECTION_HTTP_";
 #[non_exhaustive]
 pub struct HttpSettings {
     /// The base URL, `http://` or `https://`.
-    #[serde(deserialize_with = "text")]
     pub url: Option<String>,
     /// Sent as `Authorization: Bearer <token>`.
-    #[serde(deserialize_with = "text")]
     pub bearer_token: Option<String>,
     /// The header an API key goes in (with `api_key`).
-    #[serde(deserialize_with = "text")]
     pub api_key_header: Option<String>,
     /// The API key.
-    #[serde(deserialize_with = "text")]
     pub api_key: Option<String>,
     /// Basic auth user (with `basic_password`).
-    #[serde(deserialize_with = "text")]
     pub basic_user: Option<String>,
     /// Basic auth password.
-    #[serde(deserialize_with = "text")]
     pub basic_password: Option<String>,
     /// Limit on opening a connection, ms.
     pub connect_timeout_ms: Option<u64>,
@@ -93,10 +87,8 @@ pub struct HttpSettings {
     /// Requests allowed at once (default: the rate).
     pub rate_limit_burst: Option<u32>,
     /// The health request's path.
-    #[serde(deserialize_with = "text")]
     pub probe_path: Option<String>,
     /// The health request's method.
-    #[serde(deserialize_with = "text")]
     pub probe_method: Option<String>,
     /// The status a healthy server answers the probe with (default: any below 500).
     pub probe_status: Option<u16>,
@@ -107,24 +99,6 @@ pub struct HttpSettings {
     pub hedge_delay_ms: Option<u64>,
     /// Hedge after the client's latency at this quantile, in (0, 1).
     pub hedge_percentile: Option<f64>,
-}
-
-/// Accepts text or a number as text (a config file may hold a numeric token).
-fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Text {
-        S(String),
-        U(u64),
-        F(f64),
-        B(bool),
-    }
-    Ok(Option::<Text>::deserialize(d)?.map(|t| match t {
-        Text::S(s) => s,
-        Text::U(n) => n.to_string(),
-        Text::F(x) => x.to_string(),
-        Text::B(b) => b.to_string(),
-    }))
 }
 
 impl fmt::Debug for HttpSettings {

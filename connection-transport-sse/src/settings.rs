@@ -44,19 +44,14 @@ pub const ENV_PREFIX: &str = "CONNECTION_SSE_";
 #[non_exhaustive]
 pub struct SseSettings {
     /// `http://` or `https://` URL of the stream.
-    #[serde(deserialize_with = "text")]
     pub url: Option<String>,
     /// Request method (default GET).
-    #[serde(deserialize_with = "text")]
     pub method: Option<String>,
     /// Request body, sent on every (re)connect.
-    #[serde(deserialize_with = "text")]
     pub body: Option<String>,
     /// Sent as `Authorization: Bearer <token>`.
-    #[serde(deserialize_with = "text")]
     pub bearer_token: Option<String>,
     /// `Last-Event-ID` of the first request.
-    #[serde(deserialize_with = "text")]
     pub last_event_id: Option<String>,
     /// Limit on getting the response headers, ms.
     pub connect_timeout_ms: Option<u64>,
@@ -82,24 +77,6 @@ pub struct SseSettings {
     pub inbound_buffer: Option<usize>,
     /// Bound on closing a connection, ms.
     pub close_timeout_ms: Option<u64>,
-}
-
-/// Accepts text or a number as text (the environment reader turns digits into numbers).
-fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Text {
-        S(String),
-        U(u64),
-        F(f64),
-        B(bool),
-    }
-    Ok(Option::<Text>::deserialize(d)?.map(|t| match t {
-        Text::S(s) => s,
-        Text::U(n) => n.to_string(),
-        Text::F(x) => x.to_string(),
-        Text::B(b) => b.to_string(),
-    }))
 }
 
 impl fmt::Debug for SseSettings {

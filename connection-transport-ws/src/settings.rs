@@ -31,7 +31,7 @@ use std::fmt;
 use std::time::Duration;
 
 use connection_core::{ConfigError, Endpoint};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use connection_core::env::{EnvSection, EnvVar, load_env};
 use connection_retry::{BackoffStrategy, Jitter};
@@ -67,13 +67,10 @@ pub const ENV_PREFIX: &str = "CONNECTION_WS_";
 #[non_exhaustive]
 pub struct WsSettings {
     /// `ws://` or `wss://` URL.
-    #[serde(deserialize_with = "text")]
     pub url: Option<String>,
     /// Sent as `Authorization: Bearer <token>`.
-    #[serde(deserialize_with = "text")]
     pub bearer_token: Option<String>,
     /// Offered subprotocols, comma-separated, in preference order.
-    #[serde(deserialize_with = "text")]
     pub subprotocols: Option<String>,
     /// Connect timeout in milliseconds.
     pub connect_timeout_ms: Option<u64>,
@@ -105,24 +102,6 @@ pub struct WsSettings {
     pub reconnect_max_delay_ms: Option<u64>,
     /// Reconnect attempts in a row before giving up (default: no limit).
     pub reconnect_max_attempts: Option<u32>,
-}
-
-/// Accepts text or a number as text (the environment reader turns digits into numbers).
-fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Text {
-        S(String),
-        U(u64),
-        F(f64),
-        B(bool),
-    }
-    Ok(Option::<Text>::deserialize(d)?.map(|t| match t {
-        Text::S(s) => s,
-        Text::U(n) => n.to_string(),
-        Text::F(x) => x.to_string(),
-        Text::B(b) => b.to_string(),
-    }))
 }
 
 impl fmt::Debug for WsSettings {
