@@ -50,6 +50,18 @@ impl fmt::Debug for TlsSource {
 }
 
 impl TlsSource {
+    /// Adds one trusted root (DER) to the custom root store, starting an empty one
+    /// (without the webpki roots) on first use. Fails (setting `root_certificates`) for a
+    /// certificate rustls cannot parse.
+    pub fn add_root(&mut self, cert: CertificateDer<'static>) -> Result<(), ConfigError> {
+        self.roots
+            .get_or_insert_with(RootCertStore::empty)
+            .add(cert)
+            .map_err(|e| {
+                ConfigError::new("root_certificates", format!("certificate rejected: {e}"))
+            })
+    }
+
     /// The rustls configuration these settings describe. Fails (setting `tls` or
     /// `client_certificate`) when rustls refuses them, e.g. a key that does not match
     /// its certificate.

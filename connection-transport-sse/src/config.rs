@@ -475,12 +475,8 @@ impl SseConfigBuilder {
         mut self,
         cert: rustls::pki_types::CertificateDer<'static>,
     ) -> Self {
-        let roots = self
-            .tls
-            .roots
-            .get_or_insert_with(rustls::RootCertStore::empty);
-        if let Err(e) = roots.add(cert) {
-            self.fail(ConfigError::new("root_certificates", e.to_string()));
+        if let Err(e) = self.tls.add_root(cert) {
+            self.fail(e);
         }
         self
     }
