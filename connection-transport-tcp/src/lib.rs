@@ -1,0 +1,15 @@
+//! # connection-transport-tcp
+//!
+//! TCP and TLS connections for the connection family: framing through tokio-util codecs
+//! chosen by generics ([`codec`]), a client transport whose I/O handle is a framed
+//! sender and a stream of frames on the workspace's data plane, a server-side listener,
+//! and a connection cache by key.
+#![forbid(unsafe_code)]
+
+pub mod codec;
+mod error;
+mod socket;
+
+pub use codec::{Framing, LengthDelimited, Lines, Raw};
+pub use error::TcpError;
+pub use socket::Socket;
