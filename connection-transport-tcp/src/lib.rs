@@ -13,3 +13,10 @@ mod socket;
 pub use codec::{Framing, LengthDelimited, Lines, Raw};
 pub use error::TcpError;
 pub use socket::Socket;
+mod config;
+mod connection;
+mod transport;
+
+pub use config::{ENV_PREFIX, MAX_BUFFER_BYTES, TcpConfig, TcpConfigBuilder};
+pub use connection::{Ping, TcpConnection, TcpIo, TcpSender};
+pub use transport::{TcpTransport, TcpTransportBuilder};
