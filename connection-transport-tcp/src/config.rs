@@ -61,7 +61,7 @@ impl Default for TcpConfig {
             nodelay: true,
             keepalive: Some(Duration::from_secs(60)),
             send_buffer: 1 << 20,
-            recv_buffer: 1 << 20,
+            recv_buffer: 128 << 10,
             close_timeout: Duration::from_secs(5),
         }
     }
@@ -101,7 +101,12 @@ impl TcpConfig {
         self.send_buffer
     }
 
-    /// Bytes of received frames that may wait for the application (default 1 MiB).
+    /// Bytes of received frames that may wait for the application (default 128 KiB).
+    ///
+    /// The socket's own buffers hold more; this is how far the reader runs ahead of the
+    /// application. Larger is not faster: frames read far ahead are memory the allocator
+    /// returns to the kernel and faults in again (measured on 64 KiB frames: 1 MiB took
+    /// 50 times the page faults of 128 KiB, and a third more CPU per frame).
     pub fn recv_buffer(&self) -> usize {
         self.recv_buffer
     }
@@ -149,7 +154,7 @@ impl TcpConfig {
             EnvVar::new(
                 "CONNECTION_TCP_RECV_BUFFER",
                 "recv_buffer",
-                "1048576",
+                "131072",
                 "bytes of received frames waiting for the application",
             ),
             EnvVar::new(

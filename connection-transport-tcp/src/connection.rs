@@ -36,6 +36,8 @@ use crate::socket::Socket;
 
 /// Largest batch the writer gathers into one write.
 const MAX_BATCH: usize = 64 << 10;
+/// Frames from this size on are written from their own buffer, not copied into a batch.
+const COALESCE_BELOW: usize = 4 << 10;
 /// Read buffer growth step.
 const READ_CHUNK: usize = 8 << 10;
 
@@ -100,13 +102,61 @@ struct Shared {
     queued_in: AtomicU64,
     ping_waiting: AtomicBool,
     ping: parking_lot::Mutex<Option<PendingPing>>,
+    /// Encode buffers the writer is done with, for the next large frames (see
+    /// [`Shared::recycle`]).
+    spare: parking_lot::Mutex<Spare>,
     /// The error that broke the connection, as this crate names it.
     failure: OnceLock<TcpError>,
     /// Whether a receiver has been handed `failure` (it is reported once).
     failure_reported: AtomicBool,
 }
 
+/// Written buffers kept for reuse: large frames are encoded into memory that stays
+/// allocated. Without it every large frame is a fresh allocation, and glibc hands the
+/// memory back to the kernel and faults it in again, page by page (measured: four page
+/// faults per 64 KiB frame, a third more CPU per frame than tokio-util's `Framed`, which
+/// reuses one write buffer).
+#[derive(Default)]
+struct Spare {
+    buffers: Vec<BytesMut>,
+    bytes: usize,
+}
+
+/// Buffers smaller than this come cheaply from the allocator's caches: not kept.
+const SPARE_MIN: usize = 4 << 10;
+const SPARE_MAX_BUFFERS: usize = 16;
+
 impl Shared {
+    /// A buffer to encode into: a spare one if there is, else a new one.
+    fn encode_buffer(&self) -> BytesMut {
+        let mut spare = self.spare.lock();
+        match spare.buffers.pop() {
+            Some(b) => {
+                spare.bytes -= b.capacity();
+                b
+            }
+            None => BytesMut::new(),
+        }
+    }
+
+    /// Keeps a written frame's buffer for reuse, within the send buffer's size.
+    fn recycle(&self, written: Bytes) {
+        if written.len() < SPARE_MIN {
+            return;
+        }
+        let Ok(mut b) = written.try_into_mut() else {
+            return;
+        };
+        b.clear();
+        let mut spare = self.spare.lock();
+        if spare.buffers.len() < SPARE_MAX_BUFFERS
+            && spare.bytes + b.capacity() <= self.send_capacity as usize
+        {
+            spare.bytes += b.capacity();
+            spare.buffers.push(b);
+        }
+    }
+
     fn traffic_metrics(&self) -> &Arc<ConnectionMetrics> {
         self.bound.get().map_or(&self.own_metrics, Traffic::metrics)
     }
@@ -227,7 +277,7 @@ impl<C: Framing<F>, F> TcpSender<C, F> {
     }
 
     fn encode(&self, frame: F) -> Result<Bytes, TcpError> {
-        let mut buf = BytesMut::new();
+        let mut buf = self.shared.encode_buffer();
         self.codec
             .clone()
             .encode(frame, &mut buf)
@@ -413,6 +463,7 @@ pub(crate) fn spawn<C: Framing<F>, F: Send + 'static>(
         queued_in: AtomicU64::new(0),
         ping_waiting: AtomicBool::new(false),
         ping: parking_lot::Mutex::new(None),
+        spare: parking_lot::Mutex::new(Spare::default()),
         failure: OnceLock::new(),
         failure_reported: AtomicBool::new(false),
     });
@@ -574,21 +625,42 @@ async fn write_loop(
             let _ = socket.shutdown().await;
             return;
         };
-        let result = if let Ok(second) = queue.try_recv() {
-            // Several frames queued: one buffer, one write.
+        // Small frames queued together go out in one write (one syscall, one TLS
+        // record); a large one is written from its own buffer, never copied again.
+        let result = if first.0.len() < COALESCE_BELOW
+            && let Ok(second) = queue.try_recv()
+        {
             batch.clear();
-            let (mut n, mut cost) = (2u64, first.1 + second.1);
+            let (mut n, mut cost) = (1u64, first.1);
             batch.extend_from_slice(&first.0);
-            batch.extend_from_slice(&second.0);
-            while batch.len() < MAX_BATCH {
-                let Ok((b, c)) = queue.try_recv() else { break };
+            let mut next = Some(second);
+            let mut large = None;
+            while let Some((b, c)) = next.take() {
+                if b.len() >= COALESCE_BELOW {
+                    large = Some((b, c));
+                    break;
+                }
                 batch.extend_from_slice(&b);
                 n += 1;
                 cost += c;
+                if batch.len() >= MAX_BATCH {
+                    break;
+                }
+                next = queue.try_recv().ok();
             }
-            write(&mut socket, &shared, &batch, n, cost).await
+            let r = write(&mut socket, &shared, &batch, n, cost).await;
+            match large {
+                Some((b, c)) if r.is_ok() => {
+                    let r = write(&mut socket, &shared, &b, 1, c).await;
+                    shared.recycle(b);
+                    r
+                }
+                _ => r,
+            }
         } else {
-            write(&mut socket, &shared, &first.0, 1, first.1).await
+            let r = write(&mut socket, &shared, &first.0, 1, first.1).await;
+            shared.recycle(first.0);
+            r
         };
         if result.is_err() {
             return;

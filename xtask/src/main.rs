@@ -61,6 +61,7 @@ const BENCH_GROUPS: &[(&str, &str, &str)] = &[
     ("ws", "connection-transport-ws", "ws"),
     ("http", "connection-transport-http", "http"),
     ("sse", "connection-transport-sse", "sse"),
+    ("tcp", "connection-transport-tcp", "tcp"),
     ("manager", "connection-health", "manager"),
     ("manager", "connection-health", "storm"),
     ("manager", "connection-health", "export"),
