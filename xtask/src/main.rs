@@ -12,7 +12,9 @@
 //! The interop peers are Python packages, pinned, in a venv under `target/interop-venv`
 //! (created by `python3 -m venv`, or `$CONNECTION_PYTHON`): `websockets` for the
 //! WebSocket client, `aiohttp` for the SSE client (its server runs
-//! `connection-transport-sse/tests/interop/sse_server.py` on 127.0.0.1). Each install is
+//! `connection-transport-sse/tests/interop/sse_server.py` on 127.0.0.1; the TCP client's
+//! peer, `connection-transport-tcp/tests/interop/echo_server.py`, is asyncio and ssl from
+//! the same interpreter's standard library). Each install is
 //! skipped when the venv already has the pinned version. The tests get the
 //! venv's interpreter through `CONNECTION_INTEROP_PYTHON`, and `CONNECTION_REQUIRE_INTEROP=1`
 //! makes a missing peer a failure instead of a notice.
@@ -46,6 +48,7 @@ const LIBRARY_CRATES: &[&str] = &[
     "connection-transport-ws",
     "connection-transport-http",
     "connection-transport-sse",
+    "connection-transport-tcp",
     "connection-testkit",
     "connection-kit",
 ];
@@ -358,7 +361,11 @@ fn interop() -> Result<(), String> {
     run(&mut cmd)?;
     autobahn()?;
     let nextest = has_nextest();
-    for package in ["connection-transport-ws", "connection-transport-sse"] {
+    for package in [
+        "connection-transport-ws",
+        "connection-transport-sse",
+        "connection-transport-tcp",
+    ] {
         let mut cmd = cargo();
         if nextest {
             cmd.args(["nextest", "run"]);
