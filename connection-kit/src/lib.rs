@@ -13,6 +13,7 @@
 //! | `ws` | `connection-transport-ws` | a reconnecting, heart-beating WebSocket client |
 //! | `http` | `connection-transport-http` | a managed HTTP client that retries only what is safe |
 //! | `sse` | `connection-transport-sse` | a spec-exact Server-Sent Events client that resumes where it left off |
+//! | `tcp` | `connection-transport-tcp` | TCP and TLS with tokio-util framing, a listener, a connection cache by key |
 //!
 //! With `core` on, its main names are also at the root; with `retry` on, so are the
 //! names your own error type meets (`Classify`, `TimedOut`, and core's
@@ -64,6 +65,12 @@ pub use connection_transport_http as http;
 #[cfg(feature = "sse")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sse")))]
 pub use connection_transport_sse as sse;
+
+/// TCP and TLS with framing, the listener and the connection cache (the
+/// `connection-transport-tcp` crate).
+#[cfg(feature = "tcp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tcp")))]
+pub use connection_transport_tcp as tcp;
 
 #[cfg(feature = "core")]
 #[cfg_attr(docsrs, doc(cfg(feature = "core")))]

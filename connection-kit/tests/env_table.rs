@@ -11,6 +11,7 @@ use connection_kit::retry::breaker::CircuitBreakerConfig;
 use connection_kit::retry::bulkhead::BulkheadConfig;
 use connection_kit::retry::limit::RateLimitConfig;
 use connection_kit::sse::SseSettings;
+use connection_kit::tcp::TcpConfig;
 use connection_kit::ws::WsSettings;
 
 const START: &str = "<!-- env-table:start -->";
@@ -29,6 +30,7 @@ fn sections() -> Vec<(&'static str, EnvSection)> {
         ("`WsSettings`", WsSettings::ENV),
         ("`HttpSettings`", HttpSettings::ENV),
         ("`SseSettings`", SseSettings::ENV),
+        ("`TcpConfig`", TcpConfig::ENV),
     ]
 }
 
@@ -137,6 +139,10 @@ fn every_loader_reads_its_documented_defaults() {
         .build()
         .unwrap();
     assert_eq!(format!("{http:?}"), format!("{implicit:?}"));
+    assert_eq!(
+        TcpConfig::from_vars(defaults(TcpConfig::ENV)).unwrap(),
+        TcpConfig::default()
+    );
     let none = ManagerConfig::from_vars(Vec::<(String, String)>::new()).unwrap();
     assert_eq!(
         format!("{none:?}"),
