@@ -6,12 +6,16 @@
 //! and a connection cache by key.
 #![forbid(unsafe_code)]
 
+pub mod cache;
 pub mod codec;
 mod error;
+mod parallel;
 mod socket;
 
+pub use cache::{CacheBuilder, CacheEvent, CacheMetrics, ConnectionCache, EvictReason, KeyStatus};
 pub use codec::{Framing, LengthDelimited, Lines, Raw};
 pub use error::TcpError;
+pub use parallel::{ConnectOutcome, connect_parallel};
 pub use socket::Socket;
 mod config;
 mod connection;
