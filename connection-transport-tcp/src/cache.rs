@@ -20,13 +20,15 @@
 //!
 //! # The hit path
 //!
-//! A hit takes a read lock on one of 16 shards (picked by the key's hash, each on its
-//! own cache line), reads two clock-like counters and bumps the entry's use count: no
-//! allocation, no clock read, no lock that every key shares. Two consequences, by
-//! design:
+//! A hit takes the read lock of its own thread in the key's shard, reads the entry and
+//! two clock-like counters and counts itself on its thread's counter: no allocation, no
+//! clock read, and no cache line that another thread writes (in the steady state), so
+//! hits from many threads do not slow each other down, even on one key. Misses pay
+//! instead: inserting takes every thread's lock of a shard. Consequences, by design:
 //!
 //! - **Time is coarse.** Idle time and expiry are measured on a clock that the sweep
-//!   advances every [`sweep_interval`](CacheBuilder::sweep_interval) (1 s by default)
+//!   advances every [`sweep_interval`](CacheBuilder::sweep_interval) (1 s by default,
+//!   less for short timeouts)
 //!   and every miss advances too, so an expiry happens up to one sweep interval late and
 //!   idle times are rounded to it. (Reading `tokio::time::Instant::now()` on every hit
 //!   would cost more than the rest of the hit.)
@@ -35,6 +37,9 @@
 //!   the oldest stamp. Uses between two such steps tie, and the tie is broken by shard
 //!   order. Eviction scans the entries: O(capacity) per insert into a full cache, which
 //!   [`MAX_CAPACITY`] bounds.
+//! - **No per-key use count**: counting each hit on its entry would make every thread
+//!   hitting that key write one cache line. Hits are counted per thread and summed in
+//!   [`CacheMetrics::hits`].
 //!
 //! # Example
 //!
@@ -69,11 +74,11 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
 
 use connection_core::metrics::ConnectionMetrics;
@@ -82,9 +87,10 @@ use connection_core::{
     ConfigError, Connection, ConnectionId, ConnectionState, Endpoint, Error, Traffic, Transport,
     connect_within, require_in_range, require_nonzero,
 };
+use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 use futures::FutureExt;
 use futures::stream::{self, StreamExt};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::time::Instant;
@@ -98,6 +104,21 @@ pub const MAX_CAPACITY: usize = 65_536;
 pub const MAX_EVENT_CAPACITY: usize = 4_096;
 
 const SHARDS: usize = 16;
+/// Hit counters per cache: threads are spread over them, so two threads rarely count
+/// on one cache line.
+const STRIPES: usize = 16;
+
+static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static STRIPE: usize = NEXT_STRIPE.fetch_add(1, Relaxed) % STRIPES;
+}
+
+/// This thread's hit counter.
+#[inline]
+fn stripe() -> usize {
+    STRIPE.with(|s| *s)
+}
 
 /// One connect attempt of a key: the transport's endpoint (for errors the cache makes
 /// itself) and the attempt.
@@ -190,8 +211,6 @@ pub enum KeyStatus {
         age: Duration,
         /// Time since the last get that returned it (coarse: see the module docs).
         idle: Duration,
-        /// How many gets it served from the cache.
-        uses: u64,
     },
 }
 
@@ -272,7 +291,7 @@ fn opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S
 /// | [`idle_timeout`](Self::idle_timeout) | 10 min | >0, ≤ max; [`no_idle_timeout`](Self::no_idle_timeout) |
 /// | [`connect_timeout`](Self::connect_timeout) | 10 s | >0, ≤ max |
 /// | [`close_timeout`](Self::close_timeout) | 5 s | >0, ≤ max |
-/// | [`sweep_interval`](Self::sweep_interval) | 1 s | >0, ≤ max |
+/// | [`sweep_interval`](Self::sweep_interval) | 1 s, or a quarter of the shorter of TTL and idle timeout if less (at least 10 ms) | >0, ≤ max |
 /// | [`event_capacity`](Self::event_capacity) | 64 | 1..=[`MAX_EVENT_CAPACITY`] |
 ///
 /// The TTL and idle defaults are HikariCP's `maxLifetime` and `idleTimeout`: long enough
@@ -286,7 +305,8 @@ pub struct CacheBuilder<K, C> {
     idle_timeout: Option<Duration>,
     connect_timeout: Duration,
     close_timeout: Duration,
-    sweep_interval: Duration,
+    /// `None`: derived from the timeouts at build time.
+    sweep_interval: Option<Duration>,
     event_capacity: usize,
 }
 
@@ -356,7 +376,7 @@ where
 
     /// How often the background sweep expires entries and advances the coarse clock.
     pub fn sweep_interval(mut self, every: Duration) -> Self {
-        self.sweep_interval = every;
+        self.sweep_interval = Some(every);
         self
     }
 
@@ -382,7 +402,16 @@ where
         }
         require_nonzero("connect_timeout", self.connect_timeout)?;
         require_nonzero("close_timeout", self.close_timeout)?;
-        require_nonzero("sweep_interval", self.sweep_interval)?;
+        let sweep_interval = match self.sweep_interval {
+            Some(every) => every,
+            // Expiry is at most one interval late: keep that small next to the timeouts.
+            None => [self.ttl, self.idle_timeout]
+                .into_iter()
+                .flatten()
+                .map(|d| (d / 4).max(Duration::from_millis(10)))
+                .fold(Duration::from_secs(1), Duration::min),
+        };
+        require_nonzero("sweep_interval", sweep_interval)?;
         require_in_range(
             "event_capacity",
             self.event_capacity,
@@ -393,7 +422,7 @@ where
         Ok(ConnectionCache {
             inner: Arc::new(Inner {
                 shards: std::array::from_fn(|_| Shard::default()),
-                hasher: RandomState::new(),
+                shard_seed: RandomState::new().hash_one(0u64) | 1,
                 clock: Padded(AtomicU64::new(0)),
                 stamp: Padded(AtomicU64::new(0)),
                 base: Instant::now(),
@@ -403,7 +432,7 @@ where
                 idle_ms: self.idle_timeout.map(millis),
                 connect_timeout: self.connect_timeout,
                 close_timeout: self.close_timeout,
-                sweep_interval: self.sweep_interval,
+                sweep_interval,
                 events,
                 held: AtomicUsize::new(0),
                 connecting: AtomicUsize::new(0),
@@ -452,11 +481,28 @@ impl<K, C: Connection> fmt::Debug for ConnectionCache<K, C> {
 #[derive(Default)]
 struct Padded<T>(T);
 
-struct Shard<K, C: Connection>(Padded<RwLock<HashMap<K, Slot<C>>>>);
+/// One sixteenth of the keys. A `ShardedLock`: each reader thread takes a read lock of
+/// its own (8 per shard, each on its own cache line) and a writer takes all of them, so
+/// hits from different threads write to no common cache line, while misses, which
+/// connect anyway, pay for the writes.
+struct Shard<K, C: Connection>(ShardedLock<HashMap<K, Slot<C>>>);
 
 impl<K, C: Connection> Default for Shard<K, C> {
     fn default() -> Self {
-        Self(Padded(RwLock::new(HashMap::new())))
+        Self(ShardedLock::new(HashMap::new()))
+    }
+}
+
+impl<K, C: Connection> Shard<K, C> {
+    // Poisoning is ignored: no code that holds these locks can leave the map
+    // half-updated (a panic in a key's `Hash` or `Eq` leaves it as it was).
+    #[inline]
+    fn read(&self) -> ShardedLockReadGuard<'_, HashMap<K, Slot<C>>> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> ShardedLockWriteGuard<'_, HashMap<K, Slot<C>>> {
+        self.0.write().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -484,14 +530,15 @@ struct Entry<C: Connection> {
     _close: oneshot::Sender<()>,
 }
 
-/// What hits write, apart from what they only read.
+/// What hits read, and write only when it changed (about once per sweep interval): a
+/// counter bumped on every hit would put one cache line in every hitting thread's way,
+/// which is why there is no per-key use count.
 #[derive(Default)]
 struct Hot {
     /// Coarse clock (ms since the cache's base) of the last get.
     last_used_ms: AtomicU64,
     /// LRU stamp: inserted at an even stamp, touched at the current stamp + 1.
     lru: AtomicU64,
-    uses: AtomicU64,
     /// The owning task saw the connection end; set before it removes the entry.
     dead: AtomicBool,
 }
@@ -501,14 +548,15 @@ struct Counters {
     misses: AtomicU64,
     connects: AtomicU64,
     connect_failures: AtomicU64,
-    /// Uses of entries that have left: hits are the live entries' uses plus these.
-    retired_hits: AtomicU64,
+    /// Hits, one counter per thread stripe (see `stripe`), summed when read.
+    hits: [Padded<AtomicU64>; STRIPES],
     evicted: [AtomicU64; 5],
 }
 
 struct Inner<K, C: Connection> {
     shards: [Shard<K, C>; SHARDS],
-    hasher: RandomState,
+    /// Seeds the shard hash, so which keys share a shard differs between caches.
+    shard_seed: u64,
     /// Coarse milliseconds since `base`, advanced by the sweep and by slow paths.
     clock: Padded<AtomicU64>,
     /// The LRU stamp: +2 at every insert and every sweep.
@@ -532,6 +580,44 @@ struct Inner<K, C: Connection> {
     sweeper: Mutex<Option<oneshot::Receiver<()>>>,
     /// Dropped with the cache: stops the sweep task at once.
     _stop_sweep: oneshot::Sender<()>,
+}
+
+/// FxHash's mixing step (rustc's hasher): a multiply and a rotate per word.
+struct ShardHasher(u64);
+
+impl Hasher for ShardHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    #[inline]
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        // The multiply leaves the top bits best mixed; one more round spreads the last
+        // word into them.
+        self.0
+            .rotate_left(26)
+            .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95)
+    }
 }
 
 fn millis(d: Duration) -> u64 {
@@ -604,7 +690,7 @@ where
             idle_timeout: Some(Duration::from_secs(10 * 60)),
             connect_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(5),
-            sweep_interval: Duration::from_secs(1),
+            sweep_interval: None,
             event_capacity: 64,
         }
     }
@@ -619,7 +705,9 @@ where
         if let Some(io) = self.get_cached(key) {
             return Ok(io);
         }
-        self.get_slow(key).await
+        // Boxed so this future stays small: a hit would otherwise move the slow path's
+        // whole state machine around (a memmove per hit, measured).
+        Box::pin(self.get_slow(key)).await
     }
 
     /// The I/O handle of the connection cached for `key`, if there is a usable one; never
@@ -728,7 +816,6 @@ where
                     id: entry.id,
                     age: entry.created.elapsed(),
                     idle: Duration::from_millis(now.saturating_sub(last)),
-                    uses: entry.hot.0.uses.load(Relaxed),
                 })
             }
         }
@@ -744,7 +831,7 @@ where
     pub fn clear(&self) {
         for shard in &self.inner.shards {
             let removed: Vec<(K, Arc<Entry<C>>)> = {
-                let mut map = shard.0.0.write();
+                let mut map = shard.write();
                 let keys: Vec<K> = map
                     .iter()
                     .filter(|(_, s)| matches!(s, Slot::Ready(_)))
@@ -806,14 +893,12 @@ where
             },
             ..CacheMetrics::default()
         };
-        let mut hits = c.retired_hits.load(Relaxed);
+        let hits = c.hits.iter().map(|h| h.0.load(Relaxed)).sum();
         let (mut requests, mut latency_nanos) = (0u64, 0f64);
         for shard in &inner.shards {
             // Collected first: snapshots call the transports' buffer probes, which must
             // not run under a shard lock.
             let entries: Vec<Arc<Entry<C>>> = shard
-                .0
-                .0
                 .read()
                 .values()
                 .filter_map(|s| match s {
@@ -822,7 +907,6 @@ where
                 })
                 .collect();
             for entry in entries {
-                hits += entry.hot.0.uses.load(Relaxed);
                 let m = entry.metrics.snapshot_counters();
                 let rates = m.window.rates();
                 snapshot.messages_per_second += rates.messages_per_second();
@@ -851,10 +935,13 @@ where
     C: Connection,
 {
     #[inline]
-    fn shard(&self, key: &K) -> &RwLock<HashMap<K, Slot<C>>> {
-        // The high bits: the map inside uses the low ones (with its own seed).
-        let hash = self.hasher.hash_one(key);
-        &self.shards[(hash >> 60) as usize % SHARDS].0.0
+    fn shard(&self, key: &K) -> &Shard<K, C> {
+        // A cheap hash picks the shard; the map inside keeps SipHash with a random seed,
+        // which is what resists keys chosen to collide. A poor spread here costs only
+        // contention, never correctness.
+        let mut h = ShardHasher(self.shard_seed);
+        key.hash(&mut h);
+        &self.shards[(h.finish() >> 60) as usize % SHARDS]
     }
 
     /// Why `entry` may no longer be handed out, if it may not.
@@ -890,7 +977,7 @@ where
         if hot.lru.load(Relaxed) != stamp {
             hot.lru.store(stamp, Relaxed);
         }
-        hot.uses.fetch_add(1, Relaxed);
+        self.counters.hits[stripe()].0.fetch_add(1, Relaxed);
     }
 
     /// Reads the real clock and advances the coarse one to it.
@@ -984,7 +1071,7 @@ where
         while self.held.load(Relaxed) > self.capacity {
             let mut victim: Option<(u64, K, ConnectionId)> = None;
             for shard in &self.shards {
-                for (key, slot) in shard.0.0.read().iter() {
+                for (key, slot) in shard.read().iter() {
                     if let Slot::Ready(e) = slot {
                         let lru = e.hot.0.lru.load(Relaxed);
                         if victim.as_ref().is_none_or(|v| lru < v.0) {
@@ -1023,9 +1110,6 @@ where
     /// reference to it goes (the caller's, right after).
     fn retire(&self, key: K, entry: &Entry<C>, reason: EvictReason) {
         self.held.fetch_sub(1, Relaxed);
-        self.counters
-            .retired_hits
-            .fetch_add(entry.hot.0.uses.load(Relaxed), Relaxed);
         self.counters.evicted[reason_index(reason)].fetch_add(1, Relaxed);
         entry.metrics.mark_disconnected();
         tracing::debug!(id = %entry.id, %reason, "connection cache: evicted");
@@ -1042,8 +1126,6 @@ where
         self.stamp.0.fetch_add(2, Relaxed);
         for shard in &self.shards {
             let expired: Vec<(K, ConnectionId, EvictReason)> = shard
-                .0
-                .0
                 .read()
                 .iter()
                 .filter_map(|(k, s)| match s {
@@ -1159,7 +1241,6 @@ async fn drive<K, C>(
         hot: Padded(Hot {
             last_used_ms: AtomicU64::new(now),
             lru: AtomicU64::new(inner.stamp.0.fetch_add(2, Relaxed) + 2),
-            uses: AtomicU64::new(0),
             dead: AtomicBool::new(false),
         }),
         io: conn.io(),

@@ -12,7 +12,9 @@ mod error;
 mod parallel;
 mod socket;
 
-pub use cache::{CacheBuilder, CacheEvent, CacheMetrics, ConnectionCache, EvictReason, KeyStatus};
+pub use cache::{
+    CacheBuilder, CacheEvent, CacheMetrics, ConnectionCache, EvictReason, Evictions, KeyStatus,
+};
 pub use codec::{Framing, LengthDelimited, Lines, Raw};
 pub use error::TcpError;
 pub use parallel::{ConnectOutcome, connect_parallel};

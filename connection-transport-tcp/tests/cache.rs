@@ -232,8 +232,7 @@ async fn idle_timeout_counts_from_the_last_get() {
     cache.get(&server.addr()).await.unwrap(); // last use at 3 s on the coarse clock
     sleep(Duration::from_millis(4_000)).await; // 7.5 s
     match cache.status(&server.addr()) {
-        Some(KeyStatus::Connected { uses, idle, .. }) => {
-            assert_eq!(uses, 1);
+        Some(KeyStatus::Connected { idle, .. }) => {
             assert!(idle >= Duration::from_secs(4), "{idle:?}");
         }
         other => panic!("{other:?}"),

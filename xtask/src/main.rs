@@ -65,6 +65,7 @@ const BENCH_GROUPS: &[(&str, &str, &str)] = &[
     ("http", "connection-transport-http", "http"),
     ("sse", "connection-transport-sse", "sse"),
     ("tcp", "connection-transport-tcp", "tcp"),
+    ("tcp", "connection-transport-tcp", "cache"),
     ("manager", "connection-health", "manager"),
     ("manager", "connection-health", "storm"),
     ("manager", "connection-health", "export"),
