@@ -44,9 +44,9 @@
 //! # Example
 //!
 //! ```
-//! use connection_core::Error;
-//! use connection_testkit::{TcpEchoServer, TcpEchoTransport};
-//! use connection_transport_tcp::ConnectionCache;
+//! use connection_core::Endpoint;
+//! use connection_testkit::TcpEchoServer;
+//! use connection_transport_tcp::{ConnectionCache, Lines, TcpTransport};
 //! use std::net::SocketAddr;
 //! use std::time::Duration;
 //!
@@ -54,20 +54,27 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let server = TcpEchoServer::start().await?;
 //!
-//! // How to reach a key: a transport per key. Here the key is the address itself.
-//! let cache = ConnectionCache::builder(|addr: &SocketAddr| Ok(TcpEchoTransport::new(*addr)?))
-//!     .capacity(100)
-//!     .idle_timeout(Duration::from_secs(60))
-//!     .build()?;
+//! // How to reach a key: a transport per key. Here the key is the server's address.
+//! let cache = ConnectionCache::builder(|addr: &SocketAddr| {
+//!     let endpoint = Endpoint::host_port(&addr.ip().to_string(), addr.port())?;
+//!     Ok(TcpTransport::new(endpoint, Lines::default())?)
+//! })
+//! .capacity(100)
+//! .idle_timeout(Duration::from_secs(60))
+//! .build()?;
 //!
-//! let client = cache.get(&server.addr()).await?; // connects
-//! client.echo(b"hello").await?;
+//! let io = cache.get(&server.addr()).await?; // connects
+//! io.send("hello".to_string()).await?;
+//! assert_eq!(io.recv().await.transpose()?.as_deref(), Some("hello"));
+//!
 //! let again = cache.get(&server.addr()).await?; // the same connection
-//! again.echo(b"again").await?;
+//! again.send("again".to_string()).await?;
+//! assert_eq!(again.recv().await.transpose()?.as_deref(), Some("again"));
 //! assert_eq!(server.accepted(), 1);
 //!
 //! let metrics = cache.metrics();
 //! assert_eq!((metrics.hits, metrics.misses, metrics.connections), (1, 1, 1));
+//! assert!(metrics.messages_per_second > 0.0); // what the connection recorded
 //! # Ok(()) }
 //! ```
 
