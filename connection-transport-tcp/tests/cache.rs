@@ -445,3 +445,34 @@ fn config_errors_name_the_setting() {
             .unwrap();
     assert_eq!(cache.capacity(), 256);
 }
+
+#[tokio::test(start_paused = true)]
+async fn caches_the_crates_own_tcp_transport() {
+    use connection_transport_tcp::{Lines, TcpTransport};
+
+    let mut server = TcpEchoServer::start().await.unwrap();
+    let cache = ConnectionCache::builder(|addr: &SocketAddr| {
+        let endpoint = Endpoint::host_port(&addr.ip().to_string(), addr.port())?;
+        Ok(TcpTransport::new(endpoint, Lines::default())?)
+    })
+    .build()
+    .unwrap();
+    let mut events = cache.subscribe();
+
+    let io = cache.get(&server.addr()).await.unwrap();
+    io.send("one".to_string()).await.unwrap();
+    assert_eq!(io.recv().await.unwrap().unwrap(), "one");
+    let m = cache.metrics();
+    assert!(m.messages_per_second > 0.0, "{m:?}");
+
+    server.stop().await;
+    assert_eq!(
+        next_eviction(&mut events).await,
+        (server.addr(), EvictReason::Closed)
+    );
+    server.restart().await.unwrap();
+    let io = cache.get(&server.addr()).await.unwrap();
+    io.send("two".to_string()).await.unwrap();
+    assert_eq!(io.recv().await.unwrap().unwrap(), "two");
+    assert_eq!(server.accepted(), 2);
+}
