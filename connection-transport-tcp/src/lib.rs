@@ -9,6 +9,7 @@
 pub mod cache;
 pub mod codec;
 mod error;
+mod listener;
 mod parallel;
 mod socket;
 
@@ -18,6 +19,10 @@ pub use cache::{
 pub use codec::{Framing, LengthDelimited, Lines, Raw};
 pub use error::TcpError;
 pub use parallel::{ConnectOutcome, connect_parallel};
+pub use listener::{
+    Inbound, Listener, ListenerBuilder, ListenerEvent, ListenerHandle, ListenerMetrics,
+    ShutdownReport,
+};
 pub use socket::Socket;
 mod config;
 mod connection;
