@@ -18,7 +18,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 /// let err = missing.load("server_certificate").unwrap_err();
 /// assert_eq!(err.field(), "server_certificate");
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CertSource {
     /// A file of one or more `CERTIFICATE` PEM blocks.
@@ -27,6 +27,18 @@ pub enum CertSource {
     Pem(Vec<u8>),
     /// DER certificates.
     Der(Vec<CertificateDer<'static>>),
+}
+
+impl fmt::Debug for CertSource {
+    /// The path, or how much is held: certificates are public, but a page of PEM bytes
+    /// in a log helps nobody.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::PemFile(p) => f.debug_tuple("PemFile").field(p).finish(),
+            Self::Pem(t) => write!(f, "Pem({} bytes)", t.len()),
+            Self::Der(c) => write!(f, "Der({} certificates)", c.len()),
+        }
+    }
 }
 
 impl CertSource {

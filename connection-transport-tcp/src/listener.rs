@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | [`max_connections`](ListenerBuilder::max_connections) | 1024 | connections open at once (handshaking included); one more is closed at once and counted as rejected, never queued |
 //! | [`max_handshakes`](ListenerBuilder::max_handshakes) | 64 | TLS handshakes running at once (tls-listener's default) |
-//! | [`handshake_timeout`](ListenerBuilder::handshake_timeout) | 10 s | time from accept to a finished TLS handshake, waiting for a handshake slot included |
+//! | [`handshake_timeout`](ListenerBuilder::handshake_timeout) | 10 s | time a connection waits for a handshake slot, and then time its TLS handshake may take |
 //! | [`read_idle_timeout`](ListenerBuilder::read_idle_timeout) | 5 min | time a handler waits for the next frame before its stream ends with a timeout |
 //! | [`backlog`](ListenerBuilder::backlog) | 1024 | connections the kernel queues before we accept them |
 //!
@@ -122,16 +122,18 @@ impl ListenerBuilder {
         self
     }
 
-    /// TLS handshakes running at once (64 by default, at least 1). A connection waits for
-    /// a handshake slot within its [`handshake_timeout`](Self::handshake_timeout).
+    /// TLS handshakes running at once (64 by default, at least 1). A connection waits
+    /// up to [`handshake_timeout`](Self::handshake_timeout) for a handshake slot (and
+    /// is closed as a handshake timeout if none frees), then has that long again for
+    /// the handshake itself.
     pub fn max_handshakes(mut self, n: usize) -> Self {
         self.max_handshakes = n.max(1);
         self
     }
 
-    /// Time from accept to a finished TLS handshake (10 s by default; see the module
-    /// docs for why not 200 ms). A connection over it is closed and counted as a
-    /// handshake failure.
+    /// Time a TLS handshake may take, and time a connection may wait for a handshake
+    /// slot before it (10 s by default; see the module docs for why not 200 ms). A
+    /// connection over either is closed and counted as a handshake timeout.
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
         self
@@ -603,7 +605,14 @@ where
             biased;
             () = stop.cancelled() => break,
             // Reap finished connections so the set holds only live ones.
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Err(e) = done
+                    && e.is_panic()
+                {
+                    tracing::error!("a connection handler panicked");
+                }
+                continue;
+            }
             r = tcp.accept() => r,
         };
         let (stream, peer) = match accepted {
@@ -708,14 +717,16 @@ where
     let socket = match &setup.tls {
         None => Socket::Plain(stream),
         Some((acceptor, handshakes)) => 'tls: {
+            let limit = setup.handshake_timeout;
             let handshake = async {
-                // Closed only if the listener is gone, and then nobody waits for us.
-                let _permit = handshakes.acquire().await;
-                acceptor.accept(stream).await
+                // Waiting for a slot and the handshake are bounded separately: a client
+                // queued behind slow ones still gets its full time once it starts.
+                let _permit = tokio::time::timeout(limit, handshakes.acquire()).await?;
+                tokio::time::timeout(limit, acceptor.accept(stream)).await
             };
             let result = tokio::select! {
                 () = stop.cancelled() => return Outcome::HandshakeCancelled,
-                r = tokio::time::timeout(setup.handshake_timeout, handshake) => r,
+                r = handshake => r,
             };
             let c = &shared.counters;
             let error = match result {

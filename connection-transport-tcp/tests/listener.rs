@@ -388,6 +388,20 @@ async fn a_handler_reading_its_stream_ends_cleanly_on_shutdown() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_handle_stops_the_listener_and_aborts_its_handlers() {
+    let (server, _ends) = echo(Listener::builder(), LengthDelimited::new()).await;
+    let addr = server.local_addr();
+    let mut c = plain_client(addr).await;
+    ping(&mut c, "hi").await;
+    drop(server);
+    closed_by_peer(c.get_mut()).await;
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+}
+
 const EMFILE_CHILD: &str = "CONNECTION_TCP_EMFILE_CHILD";
 
 /// Runs [`emfile_child`] in a child process, whose descriptor limit it may lower
@@ -635,5 +649,34 @@ mod tls {
         ping(&mut next, "my turn").await;
         assert_eq!(server.metrics().rejected, 0);
         assert!(keeper.finish().await > 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_handshake_cap_queues_a_client_behind_a_slow_one_and_still_serves_it() {
+        let pki = pki();
+        let timeout = Duration::from_millis(400);
+        let builder = Listener::builder()
+            .tls(server_tls(&pki).build().expect("tls"))
+            .max_handshakes(1)
+            .handshake_timeout(timeout);
+        let (server, _ends) = echo(builder, LengthDelimited::new()).await;
+        let addr = server.local_addr();
+
+        // The silent client takes the only handshake slot and holds it to its timeout.
+        let mut silent = TcpStream::connect(addr).await.expect("connect");
+        wait_for(&server, "the silent client", |m| m.active == 1).await;
+        // A margin, so the queued client's own wait outlasts the silent one's slot.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = Instant::now();
+        let mut queued = tls_client(addr, &pki, false).await.expect("handshake");
+        let waited = started.elapsed();
+        ping(&mut queued, "served after the wait").await;
+        closed_by_peer(&mut silent).await;
+        assert!(
+            waited >= Duration::from_millis(200),
+            "the cap of 1 made it wait for the slot: {waited:?}"
+        );
+        let m = server.metrics();
+        assert_eq!((m.handshake_failures, m.handshake_timeouts), (1, 1));
     }
 }
