@@ -599,6 +599,9 @@ where
     });
     let mut tasks: JoinSet<Outcome> = JoinSet::new();
     let mut backoff = Backoff::new();
+    // Handlers are told only after the accept loop has stopped and reaped what ended
+    // before, so the report counts exactly the connections shutdown had to close.
+    let tell_handlers = CancellationToken::new();
 
     loop {
         let accepted = tokio::select! {
@@ -661,7 +664,7 @@ where
             shared.clone(),
             codec.clone(),
             handler.clone(),
-            stop.child_token(),
+            tell_handlers.clone(),
         );
         tasks.spawn(async move {
             let _slot = slot;
@@ -673,6 +676,9 @@ where
     // Stop accepting: the kernel refuses new connections from here on.
     drop(tcp);
     let started = Instant::now();
+    // Connections that ended before shutdown are not part of its report.
+    while tasks.try_join_next().is_some() {}
+    tell_handlers.cancel();
     let in_flight = tasks.len();
     shared.emit(ListenerEvent::ShutdownStarted { in_flight });
     let deadline = started + *grace.lock();

@@ -97,8 +97,15 @@ impl Keeper {
         Self { stop, pings, task }
     }
 
-    /// Stops it; panics if any ping failed; returns how many succeeded.
+    /// Waits for two more answered pings (so the listener served it after whatever the
+    /// test did), then stops it; panics if any ping failed; returns how many succeeded.
     async fn finish(self) -> u64 {
+        let before = self.pings.load(Ordering::Relaxed);
+        let start = Instant::now();
+        while self.pings.load(Ordering::Relaxed) < before + 2 && !self.task.is_finished() {
+            assert!(start.elapsed() < BOUND, "the keeper is no longer served");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         self.stop.store(true, Ordering::Relaxed);
         tokio::time::timeout(BOUND, self.task)
             .await
@@ -566,7 +573,9 @@ mod tls {
             .await
             .expect("handshake");
         ping(&mut c, "over tls").await;
-        let m = server.metrics();
+        // The server counts a write when the write call returns, which may be just
+        // after the client has the bytes.
+        let m = wait_for(&server, "the echo counted", |m| m.bytes_out == 12).await;
         assert_eq!((m.accepted, m.handshake_failures), (1, 0));
         assert_eq!((m.bytes_in, m.bytes_out), (12, 12), "application bytes");
     }
@@ -676,7 +685,7 @@ mod tls {
             waited >= Duration::from_millis(200),
             "the cap of 1 made it wait for the slot: {waited:?}"
         );
-        let m = server.metrics();
+        let m = wait_for(&server, "the silent one's end", |m| m.active == 1).await;
         assert_eq!((m.handshake_failures, m.handshake_timeouts), (1, 1));
     }
 }
