@@ -18,11 +18,11 @@ pub use cache::{
 };
 pub use codec::{Framing, LengthDelimited, Lines, Raw};
 pub use error::TcpError;
-pub use parallel::{ConnectOutcome, connect_parallel};
 pub use listener::{
     Inbound, Listener, ListenerBuilder, ListenerEvent, ListenerHandle, ListenerMetrics,
     ShutdownReport,
 };
+pub use parallel::{ConnectOutcome, connect_parallel};
 pub use socket::Socket;
 mod config;
 mod connection;
