@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use connection_core::{
     Connection, ConnectionState, DisconnectReason, Endpoint, Supervisor, Transport,
 };
@@ -428,6 +428,7 @@ async fn pooled_connections_carry_traffic() {
     assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection, reused");
 }
 
+#[cfg(feature = "tls")]
 #[test]
 fn a_tls_endpoint_builds_with_webpki_roots_and_a_plain_one_without_tls() {
     let t = TcpTransport::new(
@@ -442,5 +443,15 @@ fn a_tls_endpoint_builds_with_webpki_roots_and_a_plain_one_without_tls() {
     )
     .unwrap();
     assert!(!t.is_tls());
-    let _ = BytesMut::new();
+}
+
+#[cfg(not(feature = "tls"))]
+#[test]
+fn a_tls_endpoint_without_the_tls_feature_is_a_config_error() {
+    let err = TcpTransport::new(
+        "tls://example.com:993".parse().unwrap(),
+        LengthDelimited::new(),
+    )
+    .unwrap_err();
+    assert_eq!(err.field(), "tls");
 }

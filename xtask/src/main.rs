@@ -66,6 +66,7 @@ const BENCH_GROUPS: &[(&str, &str, &str)] = &[
     ("sse", "connection-transport-sse", "sse"),
     ("tcp", "connection-transport-tcp", "tcp"),
     ("tcp", "connection-transport-tcp", "cache"),
+    ("tcp", "connection-transport-tcp", "listener"),
     ("manager", "connection-health", "manager"),
     ("manager", "connection-health", "storm"),
     ("manager", "connection-health", "export"),
