@@ -20,7 +20,7 @@ pub use codec::{Framing, LengthDelimited, Lines, Raw};
 pub use error::TcpError;
 pub use listener::{
     Inbound, Listener, ListenerBuilder, ListenerEvent, ListenerHandle, ListenerMetrics,
-    ShutdownReport,
+    MAX_CONNECTIONS, ShutdownReport,
 };
 pub use parallel::{ConnectOutcome, connect_parallel};
 pub use socket::Socket;

@@ -44,7 +44,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use connection_core::{Endpoint, Operation};
+use connection_core::{ConfigError, Endpoint, Operation, require_in_range, require_nonzero};
 use futures::{Sink, Stream};
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -57,6 +57,13 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::TcpError;
 use crate::socket::Socket;
+
+/// The largest [`ListenerBuilder::max_connections`] (and `max_handshakes`): 1,048,576.
+pub const MAX_CONNECTIONS: usize = 1 << 20;
+
+fn invalid(e: ConfigError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, e)
+}
 
 /// Builder of a [`Listener`]: limits, TLS, then [`bind`](Self::bind).
 #[derive(Clone)]
@@ -114,20 +121,20 @@ impl ListenerBuilder {
         self
     }
 
-    /// Connections open at once, handshaking ones included (1024 by default, at least 1).
-    /// One more is closed as soon as it is accepted and reported as
+    /// Connections open at once, handshaking ones included (1024 by default, 1 to
+    /// [`MAX_CONNECTIONS`]). One more is closed as soon as it is accepted and reported as
     /// [`ListenerEvent::Rejected`].
     pub fn max_connections(mut self, n: usize) -> Self {
-        self.max_connections = n.max(1);
+        self.max_connections = n;
         self
     }
 
-    /// TLS handshakes running at once (64 by default, at least 1). A connection waits
+    /// TLS handshakes running at once (64 by default, 1 to [`MAX_CONNECTIONS`]). A connection waits
     /// up to [`handshake_timeout`](Self::handshake_timeout) for a handshake slot (and
     /// is closed as a handshake timeout if none frees), then has that long again for
     /// the handshake itself.
     pub fn max_handshakes(mut self, n: usize) -> Self {
-        self.max_handshakes = n.max(1);
+        self.max_handshakes = n;
         self
     }
 
@@ -163,14 +170,30 @@ impl ListenerBuilder {
     }
 
     /// How many [`ListenerEvent`]s a slow subscriber may fall behind before it loses the
-    /// oldest (64 by default, at least 1).
+    /// oldest (64 by default, 1 to 4096).
     pub fn event_capacity(mut self, n: usize) -> Self {
-        self.event_capacity = n.max(1);
+        self.event_capacity = n;
         self
     }
 
+    /// Checks every setting: a count out of range, a zero timeout or one past
+    /// [`MAX_DURATION`](connection_core::MAX_DURATION) is an error naming the setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        require_in_range("max_connections", self.max_connections, 1..=MAX_CONNECTIONS)?;
+        require_in_range("max_handshakes", self.max_handshakes, 1..=MAX_CONNECTIONS)?;
+        require_nonzero("handshake_timeout", self.handshake_timeout)?;
+        if let Some(t) = self.read_idle_timeout {
+            require_nonzero("read_idle_timeout", t)?;
+        }
+        require_in_range("event_capacity", self.event_capacity, 1..=4096)?;
+        Ok(())
+    }
+
     /// Binds `addr` (port 0 picks a free port; [`Listener::local_addr`] tells which).
+    /// A setting out of range fails with an [`io::Error`] of kind `InvalidInput` whose
+    /// inner error is the [`ConfigError`] naming it (see [`validate`](Self::validate)).
     pub async fn bind(self, addr: SocketAddr) -> io::Result<Listener> {
+        self.validate().map_err(invalid)?;
         let socket = match addr {
             SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
             SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
@@ -185,6 +208,7 @@ impl ListenerBuilder {
 
     /// A listener on a socket you bound yourself.
     pub fn from_listener(self, listener: TcpListener) -> io::Result<Listener> {
+        self.validate().map_err(invalid)?;
         let local_addr = listener.local_addr()?;
         let (events, _) = broadcast::channel(self.event_capacity);
         Ok(Listener {
@@ -968,7 +992,7 @@ where
             // A new wait for a frame starts now; time spent on the last one does not
             // count.
             *this.waiting = true;
-            let at = Instant::now() + after;
+            let at = connection_core::time::deadline(Instant::now(), after);
             match this.idle {
                 Some(sleep) => sleep.as_mut().reset(at),
                 None => *this.idle = Some(Box::pin(tokio::time::sleep_until(at))),

@@ -689,3 +689,34 @@ mod tls {
         assert_eq!((m.handshake_failures, m.handshake_timeouts), (1, 1));
     }
 }
+
+#[tokio::test]
+async fn settings_out_of_range_are_refused_naming_the_setting() {
+    use connection_transport_tcp::{Listener, MAX_CONNECTIONS};
+    let addr: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    for (builder, setting) in [
+        (Listener::builder().max_connections(0), "max_connections"),
+        (
+            Listener::builder().max_connections(MAX_CONNECTIONS + 1),
+            "max_connections",
+        ),
+        (Listener::builder().max_handshakes(0), "max_handshakes"),
+        (
+            Listener::builder().handshake_timeout(Duration::ZERO),
+            "handshake_timeout",
+        ),
+        (
+            Listener::builder().read_idle_timeout(Some(Duration::MAX)),
+            "read_idle_timeout",
+        ),
+        (Listener::builder().event_capacity(0), "event_capacity"),
+    ] {
+        let err = builder.bind(addr).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+        let config = err
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<connection_core::ConfigError>())
+            .unwrap();
+        assert_eq!(config.field(), setting);
+    }
+}
