@@ -14,6 +14,7 @@
 //! | `http` | `connection-transport-http` | a managed HTTP client that retries only what is safe |
 //! | `sse` | `connection-transport-sse` | a spec-exact Server-Sent Events client that resumes where it left off |
 //! | `tcp` | `connection-transport-tcp` | TCP and TLS with tokio-util framing, a listener, a connection cache by key |
+//! | `tls` | `connection-tls` | the rustls client and server configurations the transports share |
 //!
 //! With `core` on, its main names are also at the root; with `retry` on, so are the
 //! names your own error type meets (`Classify`, `TimedOut`, and core's
@@ -71,6 +72,12 @@ pub use connection_transport_sse as sse;
 #[cfg(feature = "tcp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tcp")))]
 pub use connection_transport_tcp as tcp;
+
+/// The rustls configurations the transports and the listener share (the
+/// `connection-tls` crate).
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub use connection_tls as tls;
 
 #[cfg(feature = "core")]
 #[cfg_attr(docsrs, doc(cfg(feature = "core")))]

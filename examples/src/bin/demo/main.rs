@@ -11,13 +11,16 @@
 //! down. Every event is printed as it happens; a metrics table and the Prometheus
 //! exposition close the part.
 //!
-//! Three more parts follow: a WebSocket client that keeps its queue through a server kill
+//! Four more parts follow: a WebSocket client that keeps its queue through a server kill
 //! and restart (`demo/ws.rs`), a failover group of two servers (`demo/failover.rs`), and
-//! a failover pair of HTTP servers under constant traffic (`demo/http.rs`).
+//! a failover pair of HTTP servers under constant traffic (`demo/http.rs`), and a TLS
+//! listener with a cap serving clients through a connection cache, then shut down
+//! gracefully (`demo/tcp.rs`).
 #![allow(clippy::print_stdout, reason = "the demo reports to the terminal")]
 
 mod failover;
 mod http;
+mod tcp;
 mod ws;
 
 use std::time::Duration;
@@ -160,6 +163,10 @@ async fn main() -> Result<(), BoxError> {
         "\n=== HTTP: a failover pair of HTTP servers under constant traffic, one killed and restarted\n"
     );
     http::run().await?;
+    println!(
+        "\n=== TCP: a TLS listener with a cap, clients through a connection cache, a graceful shutdown\n"
+    );
+    tcp::run().await?;
 
     println!(
         "\ndemo finished in {:.1} s",
