@@ -108,7 +108,8 @@ pub use connection_retry::{Classify, TimedOut};
     feature = "health",
     feature = "ws",
     feature = "http",
-    feature = "sse"
+    feature = "sse",
+    feature = "tcp"
 ))]
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;

@@ -13,6 +13,9 @@ mod listener;
 mod parallel;
 mod socket;
 
+/// The frame type of the byte-oriented framings, re-exported so that using them needs no
+/// other crate.
+pub use bytes::Bytes;
 pub use cache::{
     CacheBuilder, CacheEvent, CacheMetrics, ConnectionCache, EvictReason, Evictions, KeyStatus,
 };
