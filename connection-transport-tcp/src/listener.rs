@@ -705,7 +705,7 @@ where
     tell_handlers.cancel();
     let in_flight = tasks.len();
     shared.emit(ListenerEvent::ShutdownStarted { in_flight });
-    let deadline = started + *grace.lock();
+    let deadline = connection_core::time::deadline(started, *grace.lock());
     let mut report = ShutdownReport {
         in_flight,
         ..ShutdownReport::default()

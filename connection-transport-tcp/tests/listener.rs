@@ -720,3 +720,15 @@ async fn settings_out_of_range_are_refused_naming_the_setting() {
         assert_eq!(config.field(), setting);
     }
 }
+
+#[tokio::test]
+async fn a_shutdown_deadline_of_duration_max_does_not_overflow() {
+    let server = connection_transport_tcp::Listener::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+        .serve(connection_transport_tcp::Lines::default(), |_conn| async {});
+    let report = tokio::time::timeout(BOUND, server.shutdown(Duration::MAX))
+        .await
+        .unwrap();
+    assert_eq!(report.in_flight, 0);
+}
