@@ -53,19 +53,23 @@ fn selected(name: &str) -> bool {
     only.is_empty() || only.iter().any(|o| o == name)
 }
 
+/// Ours with its defaults; `TCP_BENCH_SEND_KIB` / `TCP_BENCH_RECV_KIB` override the
+/// buffers (for experiments; the figures are with the defaults).
 fn bench_config() -> connection_transport_tcp::TcpConfig {
-    let kib = |var: &str| -> usize {
+    let mut b = connection_transport_tcp::TcpConfig::builder();
+    let kib = |var: &str| -> Option<usize> {
         std::env::var(var)
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(1024)
-            << 10
+            .map(|k: usize| k << 10)
     };
-    connection_transport_tcp::TcpConfig::builder()
-        .send_buffer(kib("TCP_BENCH_SEND_KIB"))
-        .recv_buffer(kib("TCP_BENCH_RECV_KIB"))
-        .build()
-        .expect("config")
+    if let Some(n) = kib("TCP_BENCH_SEND_KIB") {
+        b = b.send_buffer(n);
+    }
+    if let Some(n) = kib("TCP_BENCH_RECV_KIB") {
+        b = b.recv_buffer(n);
+    }
+    b.build().expect("config")
 }
 
 fn runtime() -> Runtime {
