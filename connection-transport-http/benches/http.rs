@@ -221,6 +221,20 @@ fn get() {
         for round in 0..ROUNDS {
             // Alternate who goes first, so drift in machine load hits both alike.
             for side in [round % 2, 1 - round % 2] {
+                // HTTP_BENCH_SIDE=ours|peer runs one side only (for profiling; the
+                // figures are then meaningless).
+                if let Ok(only) = std::env::var("HTTP_BENCH_SIDE")
+                    && (only == "ours") != (side == 0)
+                {
+                    let (v, l) = if side == 0 {
+                        (&mut ours_rps, &mut ours_p99)
+                    } else {
+                        (&mut peer_rps, &mut peer_p99)
+                    };
+                    v.push(1.0);
+                    l.push(1.0);
+                    continue;
+                }
                 let cpu = cpu_ns();
                 if side == 0 {
                     let (rps, lat) = us.run(REQUESTS).await;
