@@ -65,6 +65,7 @@
 //! sockets in such tests; [`handlers::echo`] and the proxy already do.
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod events;
 mod guard;
 pub mod handlers;

@@ -18,6 +18,7 @@
 //! JSON lines on stdout (DESIGN.md "Measuring"), progress and a table on stderr.
 #![allow(clippy::print_stdout)] // The JSON lines on stdout are this program's output.
 
+use connection_testkit::bench::{cpu_ns, median};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -27,22 +28,6 @@ use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PEER: &str = "eventsource-stream";
-
-fn cpu_ns() -> u64 {
-    std::fs::read_dir("/proc/self/task")
-        .map(|tasks| {
-            tasks
-                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
-                .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 /// `count` events of exactly `size` bytes each (`id`, `event` and one `data` line).
 fn events(count: usize, size: usize) -> Vec<u8> {

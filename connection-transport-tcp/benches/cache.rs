@@ -20,6 +20,7 @@
 //! JSON lines on stdout, a table on stderr.
 #![allow(clippy::print_stdout)] // The JSON lines on stdout are this program's output.
 
+use connection_testkit::bench::median;
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Barrier;
@@ -142,11 +143,6 @@ fn run(lookup: &dyn Lookup, threads: usize, same_key: bool) -> (f64, f64) {
         wall.as_nanos() as f64 / ITERS as f64,
         cpu as f64 / ITERS as f64,
     )
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() {

@@ -11,6 +11,7 @@
 //! JSON lines on stdout (DESIGN.md "Measuring"), a table on stderr.
 #![allow(clippy::print_stdout)] // The JSON lines on stdout are this program's output.
 
+use connection_testkit::bench::median;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,11 +26,6 @@ const PEER: &str = "tokio";
 const ROUNDS: usize = 9;
 const CONNECTIONS: u64 = 10_000;
 const IN_FLIGHT: usize = 64;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 /// Opens `n` connections to `addr`, `IN_FLIGHT` at a time, each closed at once.
 async fn storm(addr: SocketAddr, n: u64) {

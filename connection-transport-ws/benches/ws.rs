@@ -26,6 +26,7 @@
 //! JSON lines on stdout (DESIGN.md "Measuring"), progress and a table on stderr.
 #![allow(clippy::print_stdout)] // The JSON lines on stdout are this program's output.
 
+use connection_testkit::bench::{cpu_ns, median};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -92,25 +93,6 @@ fn runtime() -> Runtime {
         .enable_all()
         .build()
         .expect("tokio runtime")
-}
-
-/// CPU time used so far by every thread of this process (clients, runtime workers and
-/// the echo server alike), in nanoseconds: less sensitive than the wall clock to other
-/// programs sharing the machine.
-fn cpu_ns() -> u64 {
-    std::fs::read_dir("/proc/self/task")
-        .map(|tasks| {
-            tasks
-                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
-                .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 // ---- the server ----
