@@ -804,10 +804,21 @@ where
     Outcome::Handled
 }
 
+/// The peer as an endpoint, for errors. Made only when an error is, never per frame: it
+/// formats and parses the address.
 fn peer_endpoint(peer: SocketAddr) -> Endpoint {
-    Endpoint::host_port(&peer.ip().to_string(), peer.port())
-        .or_else(|_| Endpoint::host_port(&peer.ip().to_string(), u16::MAX))
-        .expect("an IP address and a non-zero port always make an endpoint")
+    let host = peer.ip().to_string();
+    // An IP address always makes a host; port 0 (which an accepted peer never has) does
+    // not make an endpoint, so it is shown as 1.
+    match Endpoint::host_port(&host, peer.port().max(1)) {
+        Ok(e) => e,
+        Err(_) => Endpoint::host_port("0.0.0.0", 1).unwrap_or_else(|_| unreachable_endpoint()),
+    }
+}
+
+#[allow(clippy::unwrap_used, reason = "a literal that parses")]
+fn unreachable_endpoint() -> Endpoint {
+    "tcp://127.0.0.1:1".parse().unwrap()
 }
 
 /// A socket that counts its bytes into the listener's counters: one relaxed atomic add
@@ -965,10 +976,6 @@ impl<C> Inbound<C> {
     pub fn is_shutting_down(&self) -> bool {
         self.stop.is_cancelled()
     }
-
-    fn endpoint(&self) -> Endpoint {
-        peer_endpoint(self.peer)
-    }
 }
 
 impl<C> Stream for Inbound<C>
@@ -1040,35 +1047,35 @@ where
     type Error = TcpError;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), TcpError>> {
-        let endpoint = self.endpoint();
+        let peer = self.peer;
         self.project()
             .framed
             .poll_ready(cx)
-            .map_err(|e| TcpError::from_codec(&endpoint, e))
+            .map_err(|e| TcpError::from_codec(&peer_endpoint(peer), e))
     }
 
     fn start_send(self: Pin<&mut Self>, item: F) -> Result<(), TcpError> {
-        let endpoint = self.endpoint();
+        let peer = self.peer;
         self.project()
             .framed
             .start_send(item)
-            .map_err(|e| TcpError::from_codec(&endpoint, e))
+            .map_err(|e| TcpError::from_codec(&peer_endpoint(peer), e))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), TcpError>> {
-        let endpoint = self.endpoint();
+        let peer = self.peer;
         self.project()
             .framed
             .poll_flush(cx)
-            .map_err(|e| TcpError::from_codec(&endpoint, e))
+            .map_err(|e| TcpError::from_codec(&peer_endpoint(peer), e))
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), TcpError>> {
-        let endpoint = self.endpoint();
+        let peer = self.peer;
         self.project()
             .framed
             .poll_close(cx)
-            .map_err(|e| TcpError::from_codec(&endpoint, e))
+            .map_err(|e| TcpError::from_codec(&peer_endpoint(peer), e))
     }
 }
 
