@@ -181,6 +181,10 @@ fn build(
 }
 
 fn build_accept_any(client_auth: Option<&ChainAndKey>) -> Result<Arc<ClientConfig>, ConfigError> {
+    tracing::warn!(
+        "TLS client configuration built with dangerous_accept_any_server_certificate: \
+         server certificates are NOT verified; anyone on the path can impersonate the server"
+    );
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| ConfigError::new("tls", format!("no usable TLS version: {e}")))?
