@@ -50,6 +50,7 @@ pub const RESERVED_SECTIONS: &[&str] = &[
     "HTTP_",
     "SSE_",
     "TCP_",
+    "LISTENER_",
     "TLS_",
 ];
 

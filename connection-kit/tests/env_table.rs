@@ -11,7 +11,7 @@ use connection_kit::retry::breaker::CircuitBreakerConfig;
 use connection_kit::retry::bulkhead::BulkheadConfig;
 use connection_kit::retry::limit::RateLimitConfig;
 use connection_kit::sse::SseSettings;
-use connection_kit::tcp::TcpConfig;
+use connection_kit::tcp::{ListenerSettings, TcpConfig};
 use connection_kit::ws::WsSettings;
 
 const START: &str = "<!-- env-table:start -->";
@@ -31,6 +31,7 @@ fn sections() -> Vec<(&'static str, EnvSection)> {
         ("`HttpSettings`", HttpSettings::ENV),
         ("`SseSettings`", SseSettings::ENV),
         ("`TcpConfig`", TcpConfig::ENV),
+        ("`ListenerSettings`", ListenerSettings::ENV),
     ]
 }
 

@@ -62,6 +62,7 @@ pub mod cache;
 pub mod codec;
 mod error;
 mod listener;
+mod listener_settings;
 mod parallel;
 mod socket;
 
@@ -77,6 +78,7 @@ pub use listener::{
     Inbound, Listener, ListenerBuilder, ListenerEvent, ListenerHandle, ListenerMetrics,
     MAX_CONNECTIONS, ShutdownReport,
 };
+pub use listener_settings::{LISTENER_ENV_PREFIX, ListenerSettings};
 pub use parallel::{ConnectOutcome, connect_parallel};
 pub use socket::Socket;
 mod config;
