@@ -105,6 +105,9 @@ struct Shared {
     /// Encode buffers the writer is done with, for the next large frames (see
     /// [`Shared::recycle`]).
     spare: parking_lot::Mutex<Spare>,
+    /// How many buffers `spare` holds, readable without its lock: small frames (whose
+    /// buffers are never kept) find it 0 and take no lock on their way out.
+    spare_count: AtomicU64,
     /// The error that broke the connection, as this crate names it.
     failure: OnceLock<TcpError>,
     /// Whether a receiver has been handed `failure` (it is reported once).
@@ -129,10 +132,14 @@ const SPARE_MAX_BUFFERS: usize = 16;
 impl Shared {
     /// A buffer to encode into: a spare one if there is, else a new one.
     fn encode_buffer(&self) -> BytesMut {
+        if self.spare_count.load(Ordering::Relaxed) == 0 {
+            return BytesMut::new();
+        }
         let mut spare = self.spare.lock();
         match spare.buffers.pop() {
             Some(b) => {
                 spare.bytes -= b.capacity();
+                self.spare_count.fetch_sub(1, Ordering::Relaxed);
                 b
             }
             None => BytesMut::new(),
@@ -154,6 +161,7 @@ impl Shared {
         {
             spare.bytes += b.capacity();
             spare.buffers.push(b);
+            self.spare_count.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -464,6 +472,7 @@ pub(crate) fn spawn<C: Framing<F>, F: Send + 'static>(
         ping_waiting: AtomicBool::new(false),
         ping: parking_lot::Mutex::new(None),
         spare: parking_lot::Mutex::new(Spare::default()),
+        spare_count: AtomicU64::new(0),
         failure: OnceLock::new(),
         failure_reported: AtomicBool::new(false),
     });

@@ -392,13 +392,17 @@ async fn supervised_traffic_survives_a_server_that_drops_the_connection() {
         "the server dropped the first connection"
     );
     // The link hands out the next connection's handle.
+    // The old handle may still be out until the supervisor has seen the loss: look
+    // again at each change of the link until its handle is open.
+    let mut watch = link.clone();
     let io = tokio::time::timeout(LIMIT, async {
         loop {
-            let io = link.ready(LIMIT).await.unwrap();
-            if !io.is_closed() {
+            if let Ok(io) = watch.current()
+                && !io.is_closed()
+            {
                 return io;
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            watch.changed().await.unwrap();
         }
     })
     .await

@@ -211,13 +211,17 @@ async fn a_4_gib_claim_over_tls_fails_the_connection_and_the_supervisor_reconnec
         .unwrap_err();
     assert!(matches!(err, TcpError::FrameTooLarge { .. }), "{err}");
     // The next connection carries traffic.
+    // The old handle may still be out until the supervisor has seen the loss: look
+    // again at each change of the link until its handle is open.
+    let mut watch = supervised.link().clone();
     let io = timeout(LIMIT, async {
         loop {
-            let io = supervised.link().ready(LIMIT).await.unwrap();
-            if !io.is_closed() {
+            if let Ok(io) = watch.current()
+                && !io.is_closed()
+            {
                 return io;
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            watch.changed().await.unwrap();
         }
     })
     .await

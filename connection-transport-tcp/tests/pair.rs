@@ -11,7 +11,7 @@ use std::time::Duration;
 use connection_core::{Endpoint, Transport};
 use connection_tls::{CertSource, KeySource, ServerTls, TlsSource};
 use connection_transport_tcp::{
-    Bytes, Inbound, LengthDelimited, Listener, ListenerHandle, TcpTransport,
+    Bytes, Inbound, LengthDelimited, Listener, ListenerEvent, ListenerHandle, TcpTransport,
 };
 use futures::{SinkExt, StreamExt};
 
@@ -53,6 +53,24 @@ async fn echo(tls: Option<ServerTls>, max_connections: usize) -> ListenerHandle 
 fn endpoint(addr: SocketAddr, tls: bool) -> Endpoint {
     let scheme = if tls { "tls" } else { "tcp" };
     Endpoint::parse(&format!("{scheme}://127.0.0.1:{}", addr.port())).unwrap()
+}
+
+/// The next listener event matching `want`, within [`LIMIT`].
+async fn next_event(
+    events: &mut tokio::sync::broadcast::Receiver<ListenerEvent>,
+    want: impl Fn(&ListenerEvent) -> bool,
+) -> ListenerEvent {
+    tokio::time::timeout(LIMIT, async {
+        loop {
+            match events.recv().await {
+                Ok(e) if want(&e) => return e,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("listener events ended: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("the listener event in time")
 }
 
 async fn round_trip(t: &TcpTransport<LengthDelimited>) -> Result<Bytes, String> {
@@ -119,18 +137,17 @@ async fn mtls_accepts_our_client_certificate_and_refuses_a_client_without_one() 
         .server_name("localhost")
         .build()
         .unwrap();
+    let mut events = server.events();
     assert!(
         round_trip(&t).await.is_err(),
         "no echo without a client certificate"
     );
-    // The listener counts the failure once its side of the handshake returns, which may
-    // be just after our client saw the alert.
-    for _ in 0..500 {
-        if server.metrics().handshake_failures == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    // The listener reports the failure once its side of the handshake returns, which
+    // may be just after our client saw the alert.
+    next_event(&mut events, |e| {
+        matches!(e, ListenerEvent::HandshakeFailed { .. })
+    })
+    .await;
     let m = server.metrics();
     assert_eq!(m.handshake_failures, 1, "{m:?}");
 }
@@ -147,24 +164,19 @@ async fn over_the_cap_our_client_sees_the_connection_end_and_a_freed_slot_is_reu
         .unwrap()
         .unwrap()
         .unwrap();
+    let mut events = server.events();
     // One over the cap: accepted by the kernel, closed by the listener at once.
     assert!(round_trip(&t).await.is_err());
-    for _ in 0..500 {
-        if server.metrics().rejected == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    next_event(&mut events, |e| matches!(e, ListenerEvent::Rejected { .. })).await;
     assert_eq!(server.metrics().rejected, 1);
     drop(first);
-    // The slot frees once the listener sees the first connection end.
-    let mut answered = false;
-    for _ in 0..200 {
-        if round_trip(&t).await.is_ok() {
-            answered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    // The slot frees once the first connection's task has ended, just after its Closed
+    // event; an attempt in between is refused, and its Rejected event paces the next.
+    next_event(&mut events, |e| matches!(e, ListenerEvent::Closed { .. })).await;
+    let mut refused = 0;
+    while round_trip(&t).await.is_err() {
+        refused += 1;
+        assert!(refused < 100, "the freed slot never served a new client");
+        next_event(&mut events, |e| matches!(e, ListenerEvent::Rejected { .. })).await;
     }
-    assert!(answered, "the freed slot serves a new client");
 }
