@@ -441,7 +441,8 @@ pub enum ListenerEvent {
         /// [`TcpError::Tls`] or [`TcpError::Timeout`].
         error: TcpError,
     },
-    /// A connection's handler returned (or the connection closed during its handshake).
+    /// A connection's handler returned (or the connection closed during its handshake),
+    /// and its slot under `max_connections` is free again.
     Closed {
         /// The peer.
         peer: SocketAddr,
@@ -690,10 +691,15 @@ where
             handler.clone(),
             tell_handlers.clone(),
         );
+        let events = shared.clone();
         tasks.spawn(async move {
-            let _slot = slot;
-            let _active = active;
-            conn.await
+            let outcome = conn.await;
+            // The slot is free before anyone hears of the close.
+            drop((slot, active));
+            if !matches!(outcome, Outcome::HandshakeCancelled) {
+                events.emit(ListenerEvent::Closed { peer });
+            }
+            outcome
         });
     }
 
@@ -777,7 +783,6 @@ where
             c.handshake_failures.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%peer, %error, "TLS handshake failed");
             shared.emit(ListenerEvent::HandshakeFailed { peer, error });
-            shared.emit(ListenerEvent::Closed { peer });
             return Outcome::HandshakeFailed;
         }
     };
@@ -800,7 +805,6 @@ where
         shared.clone(),
     );
     handler(inbound).await;
-    shared.emit(ListenerEvent::Closed { peer });
     Outcome::Handled
 }
 

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -17,7 +17,7 @@ use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::broadcast::error::TryRecvError;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::codec::Framed;
 
@@ -75,7 +75,7 @@ async fn ping<T: AsyncRead + AsyncWrite + Unpin>(c: &mut Framed<T, LengthDelimit
 /// A client pinging every 20 ms until stopped: the listener must serve it the whole time.
 struct Keeper {
     stop: Arc<AtomicBool>,
-    pings: Arc<AtomicU64>,
+    pings: watch::Receiver<u64>,
     task: JoinHandle<()>,
 }
 
@@ -85,12 +85,12 @@ impl Keeper {
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let stop = Arc::new(AtomicBool::new(false));
-        let pings = Arc::new(AtomicU64::new(0));
-        let (s, p) = (stop.clone(), pings.clone());
+        let (p, pings) = watch::channel(0u64);
+        let s = stop.clone();
         let task = tokio::spawn(async move {
             while !s.load(Ordering::Relaxed) {
                 ping(&mut client, "keep").await;
-                p.fetch_add(1, Ordering::Relaxed);
+                p.send_modify(|n| *n += 1);
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         });
@@ -99,36 +99,47 @@ impl Keeper {
 
     /// Waits for two more answered pings (so the listener served it after whatever the
     /// test did), then stops it; panics if any ping failed; returns how many succeeded.
-    async fn finish(self) -> u64 {
-        let before = self.pings.load(Ordering::Relaxed);
-        let start = Instant::now();
-        while self.pings.load(Ordering::Relaxed) < before + 2 && !self.task.is_finished() {
-            assert!(start.elapsed() < BOUND, "the keeper is no longer served");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+    async fn finish(mut self) -> u64 {
+        let before = *self.pings.borrow();
+        // Ends early when the keeper's task does (its sender is dropped).
+        let served = tokio::time::timeout(BOUND, self.pings.wait_for(|n| *n >= before + 2))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        assert!(
+            served || self.task.is_finished(),
+            "the keeper is no longer served"
+        );
         self.stop.store(true, Ordering::Relaxed);
         tokio::time::timeout(BOUND, self.task)
             .await
             .expect("the keeper stops")
             .expect("every ping was answered");
-        self.pings.load(Ordering::Relaxed)
+        *self.pings.borrow()
     }
 }
 
-/// Waits (bounded) until the listener's metrics satisfy `cond`.
+/// Waits (bounded) until the listener's metrics satisfy `cond`, looking again at each of
+/// its events: every counter but the byte counts moves before the event that goes with it
+/// (a connection's `Closed` comes after its slot and `active` are released).
 async fn wait_for(
     handle: &ListenerHandle,
     what: &str,
     cond: impl Fn(&ListenerMetrics) -> bool,
 ) -> ListenerMetrics {
-    let start = Instant::now();
+    let mut events = handle.events();
+    let deadline = tokio::time::Instant::now() + BOUND;
     loop {
         let m = handle.metrics();
         if cond(&m) {
             return m;
         }
-        assert!(start.elapsed() < BOUND, "waited too long for {what}: {m:?}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(_) | Err(broadcast::error::RecvError::Lagged(_))) => {}
+            Ok(Err(broadcast::error::RecvError::Closed)) => {
+                panic!("the listener stopped before {what}: {m:?}")
+            }
+            Err(_) => panic!("waited too long for {what}: {m:?}"),
+        }
     }
 }
 
@@ -574,8 +585,9 @@ mod tls {
             .expect("handshake");
         ping(&mut c, "over tls").await;
         // The server counts a write when the write call returns, which may be just
-        // after the client has the bytes.
-        let m = wait_for(&server, "the echo counted", |m| m.bytes_out == 12).await;
+        // after the client has the bytes; once the connection is over, all is counted.
+        drop(c);
+        let m = wait_for(&server, "the connection's end", |m| m.active == 0).await;
         assert_eq!((m.accepted, m.handshake_failures), (1, 0));
         assert_eq!((m.bytes_in, m.bytes_out), (12, 12), "application bytes");
     }

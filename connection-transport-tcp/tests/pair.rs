@@ -170,13 +170,7 @@ async fn over_the_cap_our_client_sees_the_connection_end_and_a_freed_slot_is_reu
     next_event(&mut events, |e| matches!(e, ListenerEvent::Rejected { .. })).await;
     assert_eq!(server.metrics().rejected, 1);
     drop(first);
-    // The slot frees once the first connection's task has ended, just after its Closed
-    // event; an attempt in between is refused, and its Rejected event paces the next.
+    // Closed is reported once the slot is free again.
     next_event(&mut events, |e| matches!(e, ListenerEvent::Closed { .. })).await;
-    let mut refused = 0;
-    while round_trip(&t).await.is_err() {
-        refused += 1;
-        assert!(refused < 100, "the freed slot never served a new client");
-        next_event(&mut events, |e| matches!(e, ListenerEvent::Rejected { .. })).await;
-    }
+    assert_eq!(round_trip(&t).await.unwrap(), &b"hello"[..]);
 }
